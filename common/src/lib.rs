@@ -1,0 +1,235 @@
+//! Types shared by the bpfkill kernel programs and userspace.
+//!
+//! Everything here is `#[repr(C)]` plain data: it is the layout of BPF map keys and values,
+//! ring-buffer event records and load-time globals. Changing a layout changes the on-kernel
+//! ABI, so [`ABI_VERSION`] (part of the pin path) must be bumped with it.
+#![no_std]
+
+/// Version of the map/event layout. Pins live under `/sys/fs/bpf/bpfkill/v{ABI_VERSION}`, so
+/// a bpfkill built with another layout never adopts incompatible maps.
+pub const ABI_VERSION: u32 = 1;
+
+/// Longest service name, including the terminating NUL padding.
+pub const SERVICE_NAME_LEN: usize = 64;
+/// Length of a task's `comm`.
+pub const COMM_LEN: usize = 16;
+/// Bytes of an exec'd filename carried in an event.
+pub const FILENAME_LEN: usize = 256;
+
+/// Default capacity of the tag map (processes tracked at once, all services together).
+pub const DEFAULT_MAX_TAGS: u32 = 131_072;
+/// Capacity of the service registry.
+pub const MAX_SERVICES: u32 = 4096;
+/// Size of the event ring buffer in bytes (a power of two, multiple of the page size).
+pub const EVENTS_BYTES: u32 = 8 << 20;
+
+/// Names of the maps, as declared by the kernel programs and pinned by userspace.
+pub mod maps {
+    /// `HashMap<u32 tgid, Tag>`: every live tagged process.
+    pub const TAGS: &str = "BPFKILL_TAGS";
+    /// `HashMap<u32 service id, ServiceRecord>`: the service registry.
+    pub const SERVICES: &str = "BPFKILL_SERVICES";
+    /// `PerCpuArray<u64>` indexed by [`crate::stat`]: counters.
+    pub const STATS: &str = "BPFKILL_STATS";
+    /// `RingBuf` of [`crate::Event`] records.
+    pub const EVENTS: &str = "BPFKILL_EVENTS";
+}
+
+/// Names of the kernel programs (one per hook) and the raw tracepoint each attaches to.
+pub mod programs {
+    /// Process creation, in the creator's context.
+    pub const FORK: (&str, &str) = ("bpfkill_fork", "task_newtask");
+    /// Successful exec.
+    pub const EXEC: (&str, &str) = ("bpfkill_exec", "sched_process_exec");
+    /// Thread exit; the process is gone when its last thread exits.
+    pub const EXIT: (&str, &str) = ("bpfkill_exit", "sched_process_exit");
+    /// The hooks that make up tracking, in attach order.
+    pub const TRACKING: [(&str, &str); 3] = [FORK, EXEC, EXIT];
+}
+
+/// Indices into the `STATS` per-CPU array.
+pub mod stat {
+    /// A tagged process forked a child that could not be tagged because the tag map was full.
+    pub const TAGS_FULL: u32 = 0;
+    /// An event could not be written because the ring buffer was full (nobody consuming).
+    pub const EVENTS_LOST: u32 = 1;
+    /// A kernel read (bpf_probe_read_kernel) failed; the event was skipped.
+    pub const READ_ERRORS: u32 = 2;
+    /// Children tagged in the kernel at fork.
+    pub const FORKS_TAGGED: u32 = 3;
+    /// Tagged processes whose last thread exited.
+    pub const EXITS: u32 = 4;
+    /// Execs by tagged processes.
+    pub const EXECS: u32 = 5;
+    /// A creator's tag had another start time than the creator: a stale entry, not trusted.
+    pub const STALE_CREATOR: u32 = 6;
+    /// Number of counters.
+    pub const COUNT: u32 = 8;
+    /// Human names, by index.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "tags_full",
+        "events_lost",
+        "read_errors",
+        "forks_tagged",
+        "exits",
+        "execs",
+        "stale_creator",
+        "reserved",
+    ];
+}
+
+/// Bits of [`Tag::flags`].
+pub mod tag_flags {
+    /// Tagged by the kernel when its creator (a tagged process) forked it.
+    pub const FORKED: u32 = 1 << 0;
+    /// The service's main process, registered by `bpfkill run`.
+    pub const MAIN: u32 = 1 << 1;
+    /// Adopted by `bpfkill track`: its lineage before tracking is unknown.
+    pub const ADOPTED: u32 = 1 << 2;
+    /// `start_ns` came from /proc (clock-tick precision), not from the kernel task.
+    pub const START_FROM_PROC: u32 = 1 << 3;
+    /// The process has exec'd at least once since it was tagged.
+    pub const EXECED: u32 = 1 << 4;
+    /// The process was created with CLONE_PARENT (its parent is not its creator).
+    pub const CLONE_PARENT: u32 = 1 << 5;
+}
+
+/// One tracked process (thread group), keyed by its tgid in the tag map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tag {
+    /// Service the process belongs to.
+    pub service_id: u32,
+    /// [`tag_flags`] bits.
+    pub flags: u32,
+    /// The process's `start_boottime` in ns; `ns / (1e9 / USER_HZ)` equals field 22 of
+    /// `/proc/PID/stat`, so a recycled PID number never matches.
+    pub start_ns: u64,
+    /// Tgid of the process that called fork/clone (0 when unknown).
+    pub creator_pid: u32,
+    /// Number of execs since the process was tagged.
+    pub exec_count: u32,
+    /// `start_boottime` of the creator, in ns (0 when unknown).
+    pub creator_start_ns: u64,
+    /// cgroup v2 id of the creator when it forked this process.
+    pub cgroup_id: u64,
+    /// clone flags of the creating call.
+    pub clone_flags: u64,
+    /// Boot-time ns when the tag was written.
+    pub tagged_ns: u64,
+}
+
+/// A registered service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceRecord {
+    /// NUL-padded UTF-8 name.
+    pub name: [u8; SERVICE_NAME_LEN],
+    /// Main process tgid.
+    pub main_pid: u32,
+    /// Reserved flags.
+    pub flags: u32,
+    /// Main process start time (ns since boot, tick precision).
+    pub main_start_ns: u64,
+    /// Wall-clock registration time, ns since the Unix epoch.
+    pub registered_unix_ns: u64,
+}
+
+impl Default for ServiceRecord {
+    fn default() -> Self {
+        Self {
+            name: [0; SERVICE_NAME_LEN],
+            main_pid: 0,
+            flags: 0,
+            main_start_ns: 0,
+            registered_unix_ns: 0,
+        }
+    }
+}
+
+/// Kind of an [`Event`].
+pub mod event_kind {
+    /// A tagged process created a child process.
+    pub const FORK: u32 = 1;
+    /// A tagged process exec'd.
+    pub const EXEC: u32 = 2;
+    /// A tagged process's last thread exited.
+    pub const EXIT: u32 = 3;
+}
+
+/// A fork/exec/exit record written to the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// [`event_kind`].
+    pub kind: u32,
+    /// The process the event is about (tgid).
+    pub pid: u32,
+    /// Its parent (tgid of `real_parent`) at the time of the event.
+    pub ppid: u32,
+    /// Its creator, if known.
+    pub creator_pid: u32,
+    /// Service id.
+    pub service_id: u32,
+    /// For exits: the raw wait status (`exit_code` of the task: code << 8 | signal).
+    pub exit_status: u32,
+    /// Boot-time ns when the event happened.
+    pub time_ns: u64,
+    /// The process's start time (ns since boot).
+    pub start_ns: u64,
+    /// cgroup v2 id of the current task at the event.
+    pub cgroup_id: u64,
+    /// For forks: clone flags.
+    pub clone_flags: u64,
+    /// `comm` at the event.
+    pub comm: [u8; COMM_LEN],
+    /// For execs: the filename passed to exec (NUL-terminated, possibly truncated).
+    pub filename: [u8; FILENAME_LEN],
+}
+
+/// Kernel structure offsets, read from BTF at load time and passed to the programs as a
+/// global. Every field is a byte offset; 0 is never a valid offset for these fields, so a
+/// zero means "not loaded" and the programs do nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `task_struct.pid`
+    pub task_pid: u32,
+    /// `task_struct.tgid`
+    pub task_tgid: u32,
+    /// `task_struct.start_boottime` (u64, ns)
+    pub task_start_boottime: u32,
+    /// `task_struct.real_parent` (pointer)
+    pub task_real_parent: u32,
+    /// `task_struct.group_leader` (pointer)
+    pub task_group_leader: u32,
+    /// `task_struct.signal` (pointer)
+    pub task_signal: u32,
+    /// `task_struct.exit_code` (int)
+    pub task_exit_code: u32,
+    /// `signal_struct.live` (atomic_t)
+    pub signal_live: u32,
+    /// `linux_binprm.filename` (pointer)
+    pub bprm_filename: u32,
+    /// 1 when `sched_process_exit` passes `group_dead` as its second argument (6.16+).
+    pub exit_has_group_dead: u32,
+    /// Nanoseconds per clock tick of /proc (1e9 / USER_HZ), to compare start times at the
+    /// precision /proc reports them.
+    pub ns_per_tick: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)] structs of integers and byte arrays, with no
+    // implicit padding (fields are laid out in 8-byte groups).
+    unsafe impl aya::Pod for super::Tag {}
+    unsafe impl aya::Pod for super::ServiceRecord {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::KernelLayout {}
+}
+
+/// Returns the service name stored in a NUL-padded buffer.
+pub fn name_bytes(buf: &[u8; SERVICE_NAME_LEN]) -> &[u8] {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(SERVICE_NAME_LEN);
+    &buf[..end]
+}

@@ -1,0 +1,104 @@
+//! Reads of kernel structures at offsets found in BTF by userspace (aya-ebpf has no CO-RE).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    Global,
+};
+use bpfkill_common::KernelLayout;
+
+/// Structure offsets for the running kernel, set by the loader.
+#[unsafe(no_mangle)]
+pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
+    task_pid: 0,
+    task_tgid: 0,
+    task_start_boottime: 0,
+    task_real_parent: 0,
+    task_group_leader: 0,
+    task_signal: 0,
+    task_exit_code: 0,
+    signal_live: 0,
+    bprm_filename: 0,
+    exit_has_group_dead: 0,
+    ns_per_tick: 0,
+});
+
+/// Error from a kernel read (the helper's negative errno).
+pub type ReadError = i64;
+
+/// A `struct task_struct *`.
+#[derive(Clone, Copy)]
+pub struct Task(pub *const u8);
+
+#[inline(always)]
+unsafe fn read_at<T>(base: *const u8, off: u32) -> Result<T, ReadError> {
+    // SAFETY: bpf_probe_read_kernel copes with any address; a bad one is an error, not UB.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T) }
+        .map_err(|e| e as ReadError)
+}
+
+impl Task {
+    /// The task running this program.
+    #[inline(always)]
+    pub fn current() -> Self {
+        // SAFETY: the helper has no preconditions.
+        Task(unsafe { bpf_get_current_task() } as *const u8)
+    }
+
+    #[inline(always)]
+    pub fn tgid(self, l: &KernelLayout) -> Result<u32, ReadError> {
+        unsafe { read_at::<u32>(self.0, l.task_tgid) }
+    }
+
+    #[inline(always)]
+    pub fn start_ns(self, l: &KernelLayout) -> Result<u64, ReadError> {
+        unsafe { read_at::<u64>(self.0, l.task_start_boottime) }
+    }
+
+    #[inline(always)]
+    pub fn group_leader(self, l: &KernelLayout) -> Result<Task, ReadError> {
+        unsafe { read_at::<*const u8>(self.0, l.task_group_leader) }.map(Task)
+    }
+
+    #[inline(always)]
+    pub fn real_parent(self, l: &KernelLayout) -> Result<Task, ReadError> {
+        unsafe { read_at::<*const u8>(self.0, l.task_real_parent) }.map(Task)
+    }
+
+    /// Start time of the thread group (its leader's `start_boottime`), the value behind
+    /// field 22 of /proc/PID/stat.
+    #[inline(always)]
+    pub fn process_start_ns(self, l: &KernelLayout) -> Result<u64, ReadError> {
+        self.group_leader(l)?.start_ns(l)
+    }
+
+    #[inline(always)]
+    pub fn exit_code(self, l: &KernelLayout) -> Result<u32, ReadError> {
+        unsafe { read_at::<u32>(self.0, l.task_exit_code) }
+    }
+
+    /// Number of live threads in the task's thread group (`signal->live`).
+    #[inline(always)]
+    pub fn live_threads(self, l: &KernelLayout) -> Result<i32, ReadError> {
+        let signal = unsafe { read_at::<*const u8>(self.0, l.task_signal) }?;
+        unsafe { read_at::<i32>(signal, l.signal_live) }
+    }
+}
+
+/// Reads the `filename` of a `struct linux_binprm *` into `dst`.
+#[inline(always)]
+pub fn read_bprm_filename(bprm: *const u8, l: &KernelLayout, dst: &mut [u8]) -> Result<(), ReadError> {
+    let name = unsafe { read_at::<*const u8>(bprm, l.bprm_filename) }?;
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name, dst) }
+        .map(|_| ())
+        .map_err(|e| e as ReadError)
+}
+
+/// True when two start times name the same clock tick (what /proc can tell apart).
+#[inline(always)]
+pub fn same_start(a: u64, b: u64, l: &KernelLayout) -> bool {
+    let tick = l.ns_per_tick as u64;
+    if tick == 0 {
+        return a == b;
+    }
+    a / tick == b / tick
+}

@@ -1,0 +1,48 @@
+//! Maps shared by every probe. All are pinned by name, so they outlive the loading process
+//! and a restarted daemon adopts them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use bpfkill_common::{
+    stat, Event, ServiceRecord, Tag, DEFAULT_MAX_TAGS, EVENTS_BYTES, MAX_SERVICES,
+};
+
+/// Every live tagged process, keyed by tgid. Userspace may resize it at load time.
+#[map(name = "BPFKILL_TAGS")]
+pub static TAGS: HashMap<u32, Tag> = HashMap::pinned(DEFAULT_MAX_TAGS, 0);
+
+/// Service registry, keyed by service id. Written by userspace only.
+#[map(name = "BPFKILL_SERVICES")]
+pub static SERVICES: HashMap<u32, ServiceRecord> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// Counters, indexed by `bpfkill_common::stat`.
+#[map(name = "BPFKILL_STATS")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stat::COUNT, 0);
+
+/// fork/exec/exit events for the daemon.
+#[map(name = "BPFKILL_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+/// Adds one to counter `idx`.
+#[inline(always)]
+pub fn count(idx: u32) {
+    if let Some(p) = STATS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Reserves an event record in the ring buffer, zeroes the variable parts and fills the
+/// common header; counts a loss when the buffer is full.
+#[inline(always)]
+pub fn reserve_event() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<Event>> {
+    match EVENTS.reserve::<Event>(0) {
+        Some(e) => Some(e),
+        None => {
+            count(stat::EVENTS_LOST);
+            None
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! `sched_process_exit(struct task_struct *p[, bool group_dead])`: fires for every exiting
+//! thread. A process is gone only when its last thread exits (the leader may exit first), so
+//! the tag is removed when the thread group's live count reaches zero.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use bpfkill_common::{event_kind, stat};
+
+use crate::{
+    kernel::{ReadError, Task, LAYOUT},
+    maps::{count, reserve_event, TAGS},
+};
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn bpfkill_exit(ctx: RawTracePointContext) -> i32 {
+    match try_exit(&ctx) {
+        Ok(()) => 0,
+        Err(_) => {
+            count(stat::READ_ERRORS);
+            0
+        }
+    }
+}
+
+fn try_exit(ctx: &RawTracePointContext) -> Result<(), ReadError> {
+    let layout = LAYOUT.load();
+    if layout.task_tgid == 0 {
+        return Ok(());
+    }
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(tag) = (unsafe { TAGS.get(&pid) }).copied() else {
+        return Ok(());
+    };
+    let task = Task::current();
+    let group_dead = if layout.exit_has_group_dead != 0 {
+        ctx.arg::<u64>(1) & 0xff != 0
+    } else {
+        task.live_threads(&layout)? == 0
+    };
+    if !group_dead {
+        return Ok(());
+    }
+    // Two threads may both see a dead group; only the one that removes the tag reports.
+    if TAGS.remove(&pid).is_err() {
+        return Ok(());
+    }
+    count(stat::EXITS);
+
+    let Some(mut entry) = reserve_event() else {
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    let ppid = task.real_parent(&layout).and_then(|p| p.tgid(&layout)).unwrap_or(0);
+    let status = task.exit_code(&layout).unwrap_or(0);
+    // SAFETY: `ev` points at a reserved, exclusively owned record.
+    unsafe {
+        (*ev).kind = event_kind::EXIT;
+        (*ev).pid = pid;
+        (*ev).ppid = ppid;
+        (*ev).creator_pid = tag.creator_pid;
+        (*ev).service_id = tag.service_id;
+        (*ev).exit_status = status;
+        (*ev).time_ns = bpf_ktime_get_boot_ns();
+        (*ev).start_ns = tag.start_ns;
+        (*ev).cgroup_id = bpf_get_current_cgroup_id();
+        (*ev).clone_flags = 0;
+        (*ev).comm = bpf_get_current_comm().unwrap_or_default();
+        (*ev).filename[0] = 0;
+    }
+    entry.submit(0);
+    Ok(())
+}

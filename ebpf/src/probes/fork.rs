@@ -1,0 +1,100 @@
+//! `task_newtask(struct task_struct *p, u64 clone_flags)`: runs in the creator's context
+//! (the task that called fork/clone, whatever CLONE_PARENT says), before the child first runs.
+//! A process created by a tagged process is tagged with the creator's service.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use bpfkill_common::{event_kind, stat, tag_flags, Tag};
+
+use crate::{
+    kernel::{same_start, ReadError, Task, LAYOUT},
+    maps::{count, reserve_event, TAGS},
+};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+const CLONE_PARENT: u64 = 0x0000_8000;
+
+#[raw_tracepoint(tracepoint = "task_newtask")]
+pub fn bpfkill_fork(ctx: RawTracePointContext) -> i32 {
+    match try_fork(&ctx) {
+        Ok(()) => 0,
+        Err(_) => {
+            count(stat::READ_ERRORS);
+            0
+        }
+    }
+}
+
+fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
+    let layout = LAYOUT.load();
+    if layout.task_tgid == 0 {
+        return Ok(());
+    }
+    let clone_flags: u64 = ctx.arg(1);
+    if clone_flags & CLONE_THREAD != 0 {
+        // A new thread joins its creator's process: no new identity.
+        return Ok(());
+    }
+    let creator = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is copied out before any other map operation.
+    let Some(creator_tag) = (unsafe { TAGS.get(&creator) }).copied() else {
+        return Ok(());
+    };
+    let creator_start = Task::current().process_start_ns(&layout)?;
+    if !same_start(creator_start, creator_tag.start_ns, &layout) {
+        // The entry belongs to a dead process whose PID number was reused.
+        count(stat::STALE_CREATOR);
+        return Ok(());
+    }
+
+    let child = Task(ctx.arg::<*const u8>(0));
+    let pid = child.tgid(&layout)?;
+    let start_ns = child.start_ns(&layout)?;
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let mut flags = tag_flags::FORKED;
+    if clone_flags & CLONE_PARENT != 0 {
+        flags |= tag_flags::CLONE_PARENT;
+    }
+    let tag = Tag {
+        service_id: creator_tag.service_id,
+        flags,
+        start_ns,
+        creator_pid: creator,
+        exec_count: 0,
+        creator_start_ns: creator_start,
+        cgroup_id,
+        clone_flags,
+        tagged_ns: now,
+    };
+    if TAGS.insert(&pid, &tag, 0).is_err() {
+        count(stat::TAGS_FULL);
+        return Ok(());
+    }
+    count(stat::FORKS_TAGGED);
+
+    if let Some(mut entry) = reserve_event() {
+        let ppid = child.real_parent(&layout).and_then(|p| p.tgid(&layout)).unwrap_or(0);
+        let ev = entry.as_mut_ptr();
+        // SAFETY: `ev` points at a reserved, exclusively owned record.
+        unsafe {
+            (*ev).kind = event_kind::FORK;
+            (*ev).pid = pid;
+            (*ev).ppid = ppid;
+            (*ev).creator_pid = creator;
+            (*ev).service_id = creator_tag.service_id;
+            (*ev).exit_status = 0;
+            (*ev).time_ns = now;
+            (*ev).start_ns = start_ns;
+            (*ev).cgroup_id = cgroup_id;
+            (*ev).clone_flags = clone_flags;
+            (*ev).comm = bpf_get_current_comm().unwrap_or_default();
+            (*ev).filename[0] = 0;
+        }
+        entry.submit(0);
+    }
+    Ok(())
+}

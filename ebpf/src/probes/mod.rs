@@ -1,0 +1,4 @@
+//! One program per hook.
+mod exec;
+mod exit;
+mod fork;

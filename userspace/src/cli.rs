@@ -1,0 +1,236 @@
+//! The command line: parsing, dispatch to the library stages, printing, exit codes.
+
+use std::{ffi::OsString, io::Write, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::{
+    adopt, daemon,
+    error::{exit, Error},
+    kill, ps, run, signal::Signal, status,
+    tracking::{self, PinPaths, Tracking},
+};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   every target was signalled
+  1   nothing matched (no live process of the service, unknown service)
+  2   some targets could not be signalled
+  3   survivors remain after the timeout or retry schedule
+  64  usage error (bad option, signal, service name or input)
+  69  tracking is not loaded (start `bpfkill daemon` or `bpfkill load`)
+  70  internal or operating-system failure
+  77  permission denied (bpfkill needs root)
+`bpfkill run` exits with its command's status (126/127 when it cannot be executed).";
+
+/// Kill a service and every process it ever spawned, tracked in the kernel with eBPF.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bpfkill",
+    version,
+    after_help = EXIT_CODES,
+    args_conflicts_with_subcommands = true,
+    override_usage = "bpfkill [-s SIGNAL] --service NAME\n       bpfkill <COMMAND> [ARGS]"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    kill: KillArgs,
+
+    /// List signal names and numbers.
+    #[arg(short = 'l', long = "list-signals")]
+    list_signals: bool,
+
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+fn parse_signal(s: &str) -> Result<Signal, String> {
+    s.parse::<Signal>().map_err(|e| e.to_string())
+}
+
+/// Options of the kill (the default action, and `bpfkill kill`).
+#[derive(Debug, Args, Clone)]
+struct KillArgs {
+    /// Signal to send: SIGKILL, KILL, kill, 9, SIGRTMIN+3, RTMIN+3 ...
+    #[arg(short = 's', long = "signal", value_name = "SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
+    signal: Signal,
+
+    /// Service whose processes to signal.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+
+    /// One JSON object per process, then a summary object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Signal every live process of a service (same as the bare form).
+    Kill(KillArgs),
+    /// Register a service, tag this process as its main process, and exec COMMAND.
+    Run {
+        /// Service name.
+        #[arg(long, value_name = "NAME")]
+        service: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+    /// Adopt a running process and its current descendants into a service.
+    Track {
+        /// Service name.
+        #[arg(long, value_name = "NAME")]
+        service: String,
+        /// The process to adopt.
+        #[arg(long, value_name = "PID", required_unless_present = "pidfile", conflicts_with = "pidfile")]
+        pid: Option<u32>,
+        /// Read the PID from a pidfile (root-owned, not group/world-writable).
+        #[arg(long, value_name = "FILE")]
+        pidfile: Option<PathBuf>,
+    },
+    /// List the live tagged processes of a service.
+    Ps {
+        /// Service name (all services when omitted).
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show whether tracking is live, the kernel layout, services and drop counters.
+    /// Exits 0 only when tracking is live.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load (or adopt) tracking and consume its events in the foreground.
+    Daemon,
+    /// Load and pin tracking, then exit (tracking stays live).
+    Load,
+    /// Detach the programs and remove every pin.
+    Unload,
+}
+
+fn init_logging(verbose: u8, daemon: bool) {
+    let default = match (verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Parses the command line and runs it; returns the exit code.
+pub fn main() -> anyhow::Result<u8> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    init_logging(cli.verbose, matches!(cli.command, Some(Command::Daemon)));
+    let paths = PinPaths::from_env();
+    let mut stdout = std::io::stdout().lock();
+
+    if cli.list_signals {
+        for sig in Signal::all() {
+            writeln!(stdout, "{:>2} {}", sig.number(), sig.name())?;
+        }
+        return Ok(exit::OK);
+    }
+    match cli.command {
+        None => do_kill(&paths, &cli.kill, &mut stdout),
+        Some(Command::Kill(args)) => do_kill(&paths, &args, &mut stdout),
+        Some(Command::Run { service, command }) => {
+            let tracking = Tracking::open(&paths)?;
+            match run::run(tracking, &service, &command)? {}
+        }
+        Some(Command::Track { service, pid, pidfile }) => {
+            let root = match (pid, pidfile) {
+                (Some(p), _) => adopt::Root::Pid(p),
+                (None, Some(f)) => adopt::Root::Pidfile(f),
+                (None, None) => return Err(Error::Usage("track needs --pid or --pidfile".into()).into()),
+            };
+            let mut tracking = Tracking::open(&paths)?;
+            let report = adopt::track(&mut tracking, &service, &root)?;
+            writeln!(
+                stdout,
+                "{service}: tracking PID {} and {} descendant(s) ({} adopted now, {} already tagged by the kernel)",
+                report.root,
+                report.adopted.len().saturating_sub(1) + report.already_tagged,
+                report.adopted.len(),
+                report.already_tagged
+            )?;
+            Ok(exit::OK)
+        }
+        Some(Command::Ps { service, json }) => {
+            let tracking = Tracking::open(&paths)?;
+            let entries = ps::list(&tracking, service.as_deref())?;
+            if json {
+                ps::write_json(&entries, &mut stdout)?;
+            } else {
+                ps::write_table(&entries, &mut stdout)?;
+            }
+            Ok(exit::OK)
+        }
+        Some(Command::Status { json }) => {
+            let s = status::gather(&paths);
+            if json {
+                serde_json::to_writer_pretty(&mut stdout, &s)?;
+                writeln!(stdout)?;
+            } else {
+                status::write_human(&s, &mut stdout)?;
+            }
+            Ok(if s.live { exit::OK } else { exit::NOT_LOADED })
+        }
+        Some(Command::Daemon) => {
+            daemon::run(&paths)?;
+            Ok(exit::OK)
+        }
+        Some(Command::Load) => {
+            match tracking::load(&paths).context("load tracking")? {
+                tracking::LoadOutcome::Adopted => writeln!(stdout, "tracking already live under {}", paths.root().display())?,
+                tracking::LoadOutcome::Loaded { attached } => {
+                    writeln!(stdout, "tracking loaded ({attached} program(s) attached), pinned under {}", paths.root().display())?
+                }
+            }
+            Ok(exit::OK)
+        }
+        Some(Command::Unload) => {
+            if tracking::unload(&paths)? {
+                writeln!(stdout, "tracking unloaded; pins under {} removed", paths.root().display())?;
+            } else {
+                writeln!(stdout, "nothing pinned under {}", paths.root().display())?;
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn do_kill(paths: &PinPaths, args: &KillArgs, out: &mut impl Write) -> anyhow::Result<u8> {
+    let Some(service) = args.service.clone() else {
+        return Err(Error::Usage("nothing to signal: give --service NAME (see --help)".into()).into());
+    };
+    let tracking = Tracking::open(paths)?;
+    let report = kill::kill(&tracking, &kill::KillRequest { service, signal: args.signal })?;
+    if args.json {
+        report.write_json(out)?;
+    } else {
+        report.write_human(out)?;
+    }
+    Ok(report.exit_code())
+}

@@ -1,0 +1,34 @@
+//! bpfkill: kill a service and every process it ever spawned.
+//!
+//! The kernel programs (crate `bpfkill-ebpf`) tag every process created by a tagged process
+//! with its creator's service. Userspace follows the product's flow, one module per stage:
+//!
+//! - [`tracking`]: load/attach/pin/adopt the programs and open the pinned maps
+//! - [`service`]: resolve a service name to its id
+//! - [`candidates`]: collect the processes of a service, with evidence
+//! - [`identity`]: verify each one (pidfd + start time against the tag)
+//! - [`signal`]: parse and send signals
+//! - [`kill`]: the pipeline; [`report`]: its output and exit code
+//!
+//! plus the commands around it: [`run`], [`adopt`] (`track`), [`ps`], [`status`], [`daemon`].
+
+pub mod adopt;
+pub mod candidates;
+pub mod cli;
+pub mod daemon;
+pub mod error;
+pub mod events;
+pub mod guard;
+pub mod identity;
+pub mod kill;
+pub mod layout;
+pub mod mounts;
+pub mod ps;
+pub mod report;
+pub mod run;
+pub mod service;
+pub mod signal;
+pub mod status;
+pub mod tracking;
+
+pub use error::{Error, Result};

@@ -14,7 +14,9 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = env::var_os("PATH")
         .map(|p| env::split_paths(&p).collect())
         .unwrap_or_default();
-    if let Some(home) = env::var_os("CARGO_HOME").or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".cargo").into_os_string())) {
+    if let Some(home) = env::var_os("CARGO_HOME")
+        .or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".cargo").into_os_string()))
+    {
         dirs.push(Path::new(&home).join("bin"));
     }
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
@@ -25,7 +27,13 @@ fn main() {
     let root = manifest_dir.parent().expect("workspace root").to_path_buf();
     let ebpf_dir = root.join("ebpf");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
-    for p in ["ebpf/src", "ebpf/Cargo.toml", "ebpf/Cargo.lock", "common/src", "common/Cargo.toml"] {
+    for p in [
+        "ebpf/src",
+        "ebpf/Cargo.toml",
+        "ebpf/Cargo.lock",
+        "common/src",
+        "common/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     println!("cargo:rerun-if-env-changed=BPFKILL_BPF_RUSTC");
@@ -65,7 +73,14 @@ fn main() {
         .env("RUSTC", &bpf_rustc)
         .env("RUSTC_BOOTSTRAP", "1")
         .env("PATH", path)
-        .args(["build", "--locked", "--release", "--target", "bpfel-unknown-none", "--target-dir"])
+        .args([
+            "build",
+            "--locked",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     // Settings meant for the host build must not leak into the BPF build.
     for var in [
@@ -82,7 +97,10 @@ fn main() {
     }
     let status = cmd.status().expect("run cargo for the eBPF crate");
     if !status.success() {
-        panic!("\n\nbpfkill: building the eBPF programs in {} failed ({status})\n", ebpf_dir.display());
+        panic!(
+            "\n\nbpfkill: building the eBPF programs in {} failed ({status})\n",
+            ebpf_dir.display()
+        );
     }
     let object = target_dir.join("bpfel-unknown-none/release/bpfkill");
     std::fs::copy(&object, out_dir.join("bpfkill.bpf.o"))

@@ -32,8 +32,7 @@ pub struct Task(pub *const u8);
 #[inline(always)]
 unsafe fn read_at<T>(base: *const u8, off: u32) -> Result<T, ReadError> {
     // SAFETY: bpf_probe_read_kernel copes with any address; a bad one is an error, not UB.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T) }
-        .map_err(|e| e as ReadError)
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T) }.map_err(|e| e as ReadError)
 }
 
 impl Task {

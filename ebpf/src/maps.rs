@@ -5,9 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use bpfkill_common::{
-    stat, Event, ServiceRecord, Tag, DEFAULT_MAX_TAGS, EVENTS_BYTES, MAX_SERVICES,
-};
+use bpfkill_common::{stat, Event, ServiceRecord, Tag, DEFAULT_MAX_TAGS, EVENTS_BYTES, MAX_SERVICES};
 
 /// Every live tagged process, keyed by tgid. Userspace may resize it at load time.
 #[map(name = "BPFKILL_TAGS")]

@@ -1,1 +1,307 @@
+//! Harness for the privileged integration tests: a private tracking instance per test (its
+//! own pin directory, unloaded on drop), real process trees from the `forker` helper, and
+//! event-based waiting (pidfd readiness, `ready` lines), never sleeps.
 
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use rustix::{
+    event::{poll, PollFd, PollFlags, Timespec},
+    process::{pidfd_open, Pid, PidfdFlags},
+};
+
+/// Path of the bpfkill binary under test: `$BPFKILL_BIN`, else next to the test binary.
+pub fn bpfkill_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BPFKILL_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/bpfkill
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("bpfkill")
+}
+
+/// Returns why privileged tests cannot run here, or None when they can.
+pub fn privileged_skip_reason() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("needs root to load eBPF programs (run `cargo xtask test` as root)".into());
+    }
+    None
+}
+
+/// Skips the calling test (printing why) unless it can load eBPF here.
+#[macro_export]
+macro_rules! require_privileges {
+    () => {
+        if let Some(reason) = $crate::privileged_skip_reason() {
+            eprintln!("SKIPPED: {reason}");
+            return;
+        }
+    };
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique name for this test process, usable as a service name or pin directory.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A private tracking instance.
+pub struct Instance {
+    /// Its pin directory.
+    pub pin_dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl Instance {
+    /// An instance whose pin directory is chosen but nothing is loaded yet.
+    pub fn unloaded() -> Self {
+        let bin = bpfkill_bin();
+        assert!(
+            bin.is_file(),
+            "{} is missing: build it first (`cargo build -p bpfkill`, or run `cargo xtask test`)",
+            bin.display()
+        );
+        Self {
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/{}", unique("bpfkill-test"))),
+            bin,
+        }
+    }
+
+    /// Loads tracking into a fresh pin directory.
+    pub fn loaded() -> Self {
+        let inst = Self::unloaded();
+        let out = inst.run(["load"]);
+        assert!(
+            out.status.success(),
+            "bpfkill load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        inst
+    }
+
+    /// A bpfkill command bound to this instance.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.env("BPFKILL_PIN_DIR", &self.pin_dir);
+        c
+    }
+
+    /// Runs bpfkill with `args` and returns its output.
+    pub fn run<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(&self, args: I) -> Output {
+        self.cmd().args(args).output().expect("run bpfkill")
+    }
+
+    /// `bpfkill ps --service NAME --json`, parsed.
+    pub fn ps(&self, service: &str) -> Vec<serde_json::Value> {
+        let out = self.run(["ps", "--service", service, "--json"]);
+        assert!(
+            out.status.success(),
+            "ps failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("ps JSON")
+    }
+
+    /// PIDs listed by `ps` for a service.
+    pub fn ps_pids(&self, service: &str) -> Vec<u32> {
+        self.ps(service)
+            .iter()
+            .map(|e| e["pid"].as_u64().expect("pid") as u32)
+            .collect()
+    }
+
+    /// `bpfkill status --json`, parsed, with its exit code.
+    pub fn status(&self) -> (i32, serde_json::Value) {
+        let out = self.run(["status", "--json"]);
+        (
+            out.status.code().unwrap_or(-1),
+            serde_json::from_slice(&out.stdout).expect("status JSON"),
+        )
+    }
+
+    /// Starts `forker ARGS` as service `service` through `bpfkill run`.
+    pub fn run_service(&self, service: &str, forker_args: &[&str]) -> Tree {
+        let mut cmd = self.cmd();
+        cmd.args(["run", "--service", service, "--"])
+            .arg(forker_bin())
+            .args(forker_args);
+        Tree::spawn(cmd)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("unload").output();
+    }
+}
+
+/// Path of the `forker` helper.
+pub fn forker_bin() -> PathBuf {
+    bpfkill_bin().with_file_name("forker")
+}
+
+/// A process tree started from the `forker` helper.
+pub struct Tree {
+    /// The process started (after `bpfkill run` exec'd, the service's main process).
+    pub child: Child,
+    stdout: BufReader<ChildStdout>,
+    stdin: Option<ChildStdin>,
+    /// Every PID the helper reported, killed on drop.
+    pub pids: Vec<u32>,
+    /// Values of the `ready` line.
+    pub ready: HashMap<String, u32>,
+}
+
+fn parse_kv(line: &str) -> HashMap<String, u32> {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+impl Tree {
+    /// Spawns `cmd` (a forker invocation, possibly behind `bpfkill run`) and waits for its
+    /// `ready` line.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tree");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let stdin = child.stdin.take();
+        let mut tree = Tree {
+            child,
+            stdout,
+            stdin,
+            pids: Vec::new(),
+            ready: HashMap::new(),
+        };
+        let line = tree.read_line();
+        assert!(
+            line.starts_with("ready"),
+            "unexpected first line from the helper: {line:?}"
+        );
+        tree.ready = parse_kv(&line);
+        tree.pids.extend(tree.ready.values().copied());
+        tree
+    }
+
+    /// A pause-forever helper that is not part of any service.
+    pub fn unrelated(rename: &str) -> Self {
+        let mut cmd = Command::new(forker_bin());
+        cmd.args(["pause", "--rename", rename]);
+        Self::spawn(cmd)
+    }
+
+    fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self.stdout.read_line(&mut line).expect("read helper output");
+        assert!(n > 0, "helper exited before reporting");
+        line.trim().to_string()
+    }
+
+    /// Value `key` of the ready line.
+    pub fn pid(&self, key: &str) -> u32 {
+        *self
+            .ready
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in {:?}", self.ready))
+    }
+
+    /// In `forker` mode: makes the main process fork one child; returns the child's PID.
+    pub fn fork_child(&mut self) -> u32 {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "fork").expect("write fork");
+        stdin.flush().expect("flush");
+        let line = self.read_line();
+        let pid = *parse_kv(&line)
+            .get("pid")
+            .unwrap_or_else(|| panic!("bad child line {line:?}"));
+        self.pids.push(pid);
+        pid
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            if let Ok(fd) = open_pidfd(pid) {
+                let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn open_pidfd(pid: u32) -> rustix::io::Result<std::os::fd::OwnedFd> {
+    pidfd_open(
+        Pid::from_raw(pid as i32).ok_or(rustix::io::Errno::INVAL)?,
+        PidfdFlags::empty(),
+    )
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => match s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next()) {
+            Some(state) => state != "Z" && state != "X",
+            None => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// Waits (on a pidfd, no polling loop) until `pid` has exited; false on timeout.
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let Ok(fd) = open_pidfd(pid) else { return true };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return !is_alive(pid);
+        }
+        let ts = Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: left.subsec_nanos() as i64,
+        };
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) => return !is_alive(pid),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => panic!("poll pidfd: {e}"),
+        }
+    }
+}
+
+/// Exit code of an Output, -1 when killed.
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Stdout and stderr of an Output, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

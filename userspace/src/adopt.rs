@@ -44,7 +44,10 @@ pub struct AdoptReport {
 pub fn read_pidfile(path: &Path) -> Result<u32> {
     let meta = fs::metadata(path).map_err(|e| Error::io(format!("pidfile {}", path.display()), e))?;
     if meta.uid() != 0 {
-        return Err(Error::Refused(format!("pidfile {} is not owned by root", path.display())));
+        return Err(Error::Refused(format!(
+            "pidfile {} is not owned by root",
+            path.display()
+        )));
     }
     if meta.mode() & 0o022 != 0 {
         return Err(Error::Refused(format!(
@@ -97,13 +100,27 @@ pub fn track(tracking: &mut Tracking, service_name: &str, root: &Root) -> Result
     };
     let stat = identity::stat(root_pid).ok_or(Error::NoSuchProcess(root_pid))?;
     if let Some(p) = Guard::new().check(root_pid, Some(&stat)) {
-        return Err(Error::Refused(format!("cannot track PID {root_pid}: {}", p.reason())));
+        return Err(Error::Refused(format!(
+            "cannot track PID {root_pid}: {}",
+            p.reason()
+        )));
     }
     let root_start = identity::ticks_to_ns(stat.starttime);
     let svc = service::register(tracking, service_name, root_pid, root_start)?;
-    let mut report = AdoptReport { root: root_pid, service_id: svc.id, ..Default::default() };
+    let mut report = AdoptReport {
+        root: root_pid,
+        service_id: svc.id,
+        ..Default::default()
+    };
 
-    adopt_one(tracking, svc.id, root_pid, stat.starttime, tag_flags::MAIN, &mut report)?;
+    adopt_one(
+        tracking,
+        svc.id,
+        root_pid,
+        stat.starttime,
+        tag_flags::MAIN,
+        &mut report,
+    )?;
     loop {
         report.walks += 1;
         let parents = parent_map();
@@ -112,7 +129,9 @@ pub fn track(tracking: &mut Tracking, service_name: &str, root: &Root) -> Result
             if pid == root_pid || !descends_from(pid, root_pid, &parents) {
                 continue;
             }
-            let Some(ticks) = identity::start_ticks(pid) else { continue };
+            let Some(ticks) = identity::start_ticks(pid) else {
+                continue;
+            };
             if adopt_one(tracking, svc.id, pid, ticks, 0, &mut report)? {
                 added += 1;
             }
@@ -159,7 +178,9 @@ mod tests {
 
     #[test]
     fn descent() {
-        let parents: HashMap<u32, u32> = [(10, 1), (11, 10), (12, 11), (13, 1), (14, 13)].into_iter().collect();
+        let parents: HashMap<u32, u32> = [(10, 1), (11, 10), (12, 11), (13, 1), (14, 13)]
+            .into_iter()
+            .collect();
         assert!(descends_from(11, 10, &parents));
         assert!(descends_from(12, 10, &parents));
         assert!(!descends_from(14, 10, &parents));

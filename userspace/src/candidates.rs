@@ -50,7 +50,11 @@ pub fn collect(tracking: &Tracking, service: &Service) -> Vec<Candidate> {
     for (pid, tag) in tracking.service_tags(service.id) {
         by_pid.insert(
             pid,
-            Candidate { pid, tag: Some(tag), evidence: Evidence { tag: true } },
+            Candidate {
+                pid,
+                tag: Some(tag),
+                evidence: Evidence { tag: true },
+            },
         );
     }
     by_pid.into_values().collect()

@@ -8,7 +8,9 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use crate::{
     adopt, daemon,
     error::{exit, Error},
-    kill, ps, run, signal::Signal, status,
+    kill, ps, run,
+    signal::Signal,
+    status,
     tracking::{self, PinPaths, Tracking},
 };
 
@@ -88,7 +90,12 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         service: String,
         /// The process to adopt.
-        #[arg(long, value_name = "PID", required_unless_present = "pidfile", conflicts_with = "pidfile")]
+        #[arg(
+            long,
+            value_name = "PID",
+            required_unless_present = "pidfile",
+            conflicts_with = "pidfile"
+        )]
         pid: Option<u32>,
         /// Read the PID from a pidfile (root-owned, not group/world-writable).
         #[arg(long, value_name = "FILE")]
@@ -159,7 +166,11 @@ pub fn main() -> anyhow::Result<u8> {
             let tracking = Tracking::open(&paths)?;
             match run::run(tracking, &service, &command)? {}
         }
-        Some(Command::Track { service, pid, pidfile }) => {
+        Some(Command::Track {
+            service,
+            pid,
+            pidfile,
+        }) => {
             let root = match (pid, pidfile) {
                 (Some(p), _) => adopt::Root::Pid(p),
                 (None, Some(f)) => adopt::Root::Pidfile(f),
@@ -203,16 +214,24 @@ pub fn main() -> anyhow::Result<u8> {
         }
         Some(Command::Load) => {
             match tracking::load(&paths).context("load tracking")? {
-                tracking::LoadOutcome::Adopted => writeln!(stdout, "tracking already live under {}", paths.root().display())?,
-                tracking::LoadOutcome::Loaded { attached } => {
-                    writeln!(stdout, "tracking loaded ({attached} program(s) attached), pinned under {}", paths.root().display())?
+                tracking::LoadOutcome::Adopted => {
+                    writeln!(stdout, "tracking already live under {}", paths.root().display())?
                 }
+                tracking::LoadOutcome::Loaded { attached } => writeln!(
+                    stdout,
+                    "tracking loaded ({attached} program(s) attached), pinned under {}",
+                    paths.root().display()
+                )?,
             }
             Ok(exit::OK)
         }
         Some(Command::Unload) => {
             if tracking::unload(&paths)? {
-                writeln!(stdout, "tracking unloaded; pins under {} removed", paths.root().display())?;
+                writeln!(
+                    stdout,
+                    "tracking unloaded; pins under {} removed",
+                    paths.root().display()
+                )?;
             } else {
                 writeln!(stdout, "nothing pinned under {}", paths.root().display())?;
             }
@@ -226,7 +245,13 @@ fn do_kill(paths: &PinPaths, args: &KillArgs, out: &mut impl Write) -> anyhow::R
         return Err(Error::Usage("nothing to signal: give --service NAME (see --help)".into()).into());
     };
     let tracking = Tracking::open(paths)?;
-    let report = kill::kill(&tracking, &kill::KillRequest { service, signal: args.signal })?;
+    let report = kill::kill(
+        &tracking,
+        &kill::KillRequest {
+            service,
+            signal: args.signal,
+        },
+    )?;
     if args.json {
         report.write_json(out)?;
     } else {

@@ -1,7 +1,7 @@
 //! `bpfkill daemon`: load the tracking programs (or adopt the pinned ones), then consume the
 //! event ring buffer until SIGTERM/SIGINT. Stopping the daemon keeps tracking pinned.
 
-use std::{collections::HashMap, os::fd::AsFd};
+use std::collections::HashMap;
 
 use aya::maps::{Map, RingBuf};
 use bpfkill_common::maps;
@@ -17,16 +17,21 @@ use crate::{
 /// Runs the daemon in the foreground.
 pub fn run(paths: &PinPaths) -> Result<()> {
     // Register the stop signals before loading, so a SIGTERM during load is not lost.
-    let (stop_rd, stop_wr) = std::os::unix::net::UnixStream::pair()
-        .map_err(|e| Error::io("create the signal pipe", e))?;
+    let (stop_rd, stop_wr) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("create the signal pipe", e))?;
     for sig in [SIGTERM, SIGINT] {
         signal_hook::low_level::pipe::register(sig, stop_wr.try_clone().map_err(|e| Error::io("dup", e))?)
             .map_err(|e| Error::io("install signal handler", e))?;
     }
     match tracking::load(paths)? {
-        tracking::LoadOutcome::Adopted => tracing::info!("adopted pinned tracking under {}", paths.root().display()),
+        tracking::LoadOutcome::Adopted => {
+            tracing::info!("adopted pinned tracking under {}", paths.root().display())
+        }
         tracking::LoadOutcome::Loaded { attached } => {
-            tracing::info!("tracking loaded: {attached} program(s) attached, pinned under {}", paths.root().display())
+            tracing::info!(
+                "tracking loaded: {attached} program(s) attached, pinned under {}",
+                paths.root().display()
+            )
         }
     }
     let tracking = Tracking::open(paths)?;
@@ -47,7 +52,9 @@ pub fn run(paths: &PinPaths) -> Result<()> {
         let stop = fds[1].revents().contains(PollFlags::IN);
         while let Some(item) = ring.next() {
             if let Some(ev) = events::decode(&item) {
-                let name = names.entry(ev.service_id).or_insert_with(|| service_name(&tracking, ev.service_id));
+                let name = names
+                    .entry(ev.service_id)
+                    .or_insert_with(|| service_name(&tracking, ev.service_id));
                 tracing::info!(service = %name, "{}", ev.describe());
             } else {
                 tracing::warn!("undecodable event of {} bytes", item.len());
@@ -55,7 +62,6 @@ pub fn run(paths: &PinPaths) -> Result<()> {
         }
         if stop {
             tracing::info!("stopping; tracking stays pinned under {}", paths.root().display());
-            let _ = stop_rd.as_fd();
             return Ok(());
         }
     }

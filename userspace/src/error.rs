@@ -112,9 +112,7 @@ impl Error {
             Error::Permission(_) => exit::NO_PERMISSION,
             Error::Exec { source, .. } if source.kind() == io::ErrorKind::NotFound => exit::NOT_FOUND,
             Error::Exec { .. } => exit::CANNOT_EXECUTE,
-            Error::Unsupported(_) | Error::Io { .. } | Error::Map { .. } | Error::Ebpf(_) => {
-                exit::SOFTWARE
-            }
+            Error::Unsupported(_) | Error::Io { .. } | Error::Map { .. } | Error::Ebpf(_) => exit::SOFTWARE,
         }
     }
 }

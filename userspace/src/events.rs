@@ -76,11 +76,17 @@ pub fn decode(bytes: &[u8]) -> Option<TrackedEvent> {
     let (exit_code, signal) = if kind == Kind::Exit {
         let status = ev.exit_status as i32;
         let sig = status & 0x7f;
-        if sig == 0 { (Some((status >> 8) & 0xff), None) } else { (None, Some(sig)) }
+        if sig == 0 {
+            (Some((status >> 8) & 0xff), None)
+        } else {
+            (None, Some(sig))
+        }
     } else {
         (None, None)
     };
-    let filename = (kind == Kind::Exec).then(|| c_string(&ev.filename)).filter(|f| !f.is_empty());
+    let filename = (kind == Kind::Exec)
+        .then(|| c_string(&ev.filename))
+        .filter(|f| !f.is_empty());
     Some(TrackedEvent {
         kind,
         pid: ev.pid,
@@ -101,7 +107,10 @@ impl TrackedEvent {
     /// One-line description for logs.
     pub fn describe(&self) -> String {
         match self.kind {
-            Kind::Fork => format!("fork pid={} creator={} ppid={} comm={}", self.pid, self.creator_pid, self.ppid, self.comm),
+            Kind::Fork => format!(
+                "fork pid={} creator={} ppid={} comm={}",
+                self.pid, self.creator_pid, self.ppid, self.comm
+            ),
             Kind::Exec => format!(
                 "exec pid={} file={} comm={}",
                 self.pid,
@@ -109,8 +118,18 @@ impl TrackedEvent {
                 self.comm
             ),
             Kind::Exit => match (self.exit_code, self.signal) {
-                (_, Some(sig)) => format!("exit pid={} killed by {} comm={}", self.pid, Signal::name_of(sig), self.comm),
-                (code, None) => format!("exit pid={} code={} comm={}", self.pid, code.unwrap_or(0), self.comm),
+                (_, Some(sig)) => format!(
+                    "exit pid={} killed by {} comm={}",
+                    self.pid,
+                    Signal::name_of(sig),
+                    self.comm
+                ),
+                (code, None) => format!(
+                    "exit pid={} code={} comm={}",
+                    self.pid,
+                    code.unwrap_or(0),
+                    self.comm
+                ),
             },
         }
     }
@@ -141,7 +160,10 @@ mod tests {
             filename,
         };
         // SAFETY: Event is plain data.
-        unsafe { std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), std::mem::size_of::<Event>()) }.to_vec()
+        unsafe {
+            std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), std::mem::size_of::<Event>())
+        }
+        .to_vec()
     }
 
     #[test]

@@ -54,7 +54,9 @@ impl Guard {
         let mut pid = me;
         // Walk up the parent chain; bounded against a pathological /proc.
         for _ in 0..4096 {
-            let Some(stat) = crate::identity::stat(pid) else { break };
+            let Some(stat) = crate::identity::stat(pid) else {
+                break;
+            };
             let ppid = stat.ppid as u32;
             if ppid <= 1 {
                 break;

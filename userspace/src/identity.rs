@@ -85,9 +85,14 @@ pub fn open_verified(pid: u32, tag_start_ns: u64) -> Result<Identity> {
         return Ok(Identity::Gone);
     };
     if !matches(tag_start_ns, stat.starttime) {
-        return Ok(Identity::Recycled { found_ticks: stat.starttime });
+        return Ok(Identity::Recycled {
+            found_ticks: stat.starttime,
+        });
     }
-    Ok(Identity::Alive { pidfd, stat: Box::new(stat) })
+    Ok(Identity::Alive {
+        pidfd,
+        stat: Box::new(stat),
+    })
 }
 
 #[cfg(test)]

@@ -5,8 +5,14 @@
 use std::collections::HashSet;
 
 use crate::{
-    candidates, guard::Guard, identity::{self, Identity}, report::{KillReport, Outcome, ProcessResult},
-    service, signal::Signal, tracking::Tracking, error::Result,
+    candidates,
+    error::Result,
+    guard::Guard,
+    identity::{self, Identity},
+    report::{KillReport, Outcome, ProcessResult},
+    service,
+    signal::Signal,
+    tracking::Tracking,
 };
 
 /// What to kill and how.
@@ -31,7 +37,9 @@ pub fn kill(tracking: &Tracking, req: &KillRequest) -> Result<KillReport> {
     for _ in 0..MAX_PASSES {
         let mut new_this_pass = 0;
         for cand in candidates::collect(tracking, &service) {
-            let Some(start_ns) = cand.expected_start_ns() else { continue };
+            let Some(start_ns) = cand.expected_start_ns() else {
+                continue;
+            };
             if !handled.insert((cand.pid, identity::ns_to_ticks(start_ns))) {
                 continue;
             }

@@ -5,8 +5,8 @@
 
 use std::{fmt, fs, path::Path};
 
-use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
 use bpfkill_common::KernelLayout;
+use btfparse::{Offset, Readable, TypeInformation, TypeVariant};
 
 use crate::error::{Error, Result};
 
@@ -18,7 +18,10 @@ struct Bytes<'a>(&'a [u8]);
 impl Readable for Bytes<'_> {
     fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        match start.checked_add(buffer.len()).and_then(|end| self.0.get(start..end)) {
+        match start
+            .checked_add(buffer.len())
+            .and_then(|end| self.0.get(start..end))
+        {
             Some(src) => {
                 buffer.copy_from_slice(src);
                 Ok(())
@@ -160,7 +163,11 @@ pub fn parse_trace_format(text: &str) -> Vec<TraceField> {
             }
             let name = decl?.rsplit([' ', '*']).next()?;
             let name = name.split('[').next()?.to_string();
-            Some(TraceField { name, offset: offset?, size: size? })
+            Some(TraceField {
+                name,
+                offset: offset?,
+                size: size?,
+            })
         })
         .filter(|f| !f.name.starts_with("common_"))
         .collect()
@@ -201,7 +208,14 @@ mod tests {
             \tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
         let fields = parse_trace_format(text);
         assert_eq!(fields[0].name, "parent_comm");
-        assert_eq!(fields[1], TraceField { name: "parent_pid".into(), offset: 24, size: 4 });
+        assert_eq!(
+            fields[1],
+            TraceField {
+                name: "parent_pid".into(),
+                offset: 24,
+                size: 4
+            }
+        );
         assert_eq!(fields[3].offset, 44);
     }
 

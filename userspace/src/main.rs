@@ -5,7 +5,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("bpfkill: {e:#}");
-            let code = e.downcast_ref::<bpfkill::Error>().map_or(bpfkill::error::exit::SOFTWARE, |e| e.exit_code());
+            let code = e
+                .downcast_ref::<bpfkill::Error>()
+                .map_or(bpfkill::error::exit::SOFTWARE, |e| e.exit_code());
             ExitCode::from(code)
         }
     }

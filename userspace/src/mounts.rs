@@ -17,7 +17,7 @@ const TRACEFS_MAGIC: i64 = 0x7472_6163;
 
 /// True when `path` is the root of a filesystem with the given magic.
 fn is_fs(path: &str, magic: i64) -> bool {
-    statfs(path).map(|s| s.f_type as i64 == magic).unwrap_or(false)
+    statfs(path).map(|s| s.f_type == magic).unwrap_or(false)
 }
 
 /// True when bpffs is mounted at [`BPFFS`].
@@ -30,8 +30,14 @@ fn mount_fs(fstype: &str, target: &str, data: Option<&std::ffi::CStr>) -> Result
     if !Path::new(target).exists() {
         fs::create_dir_all(target).map_err(|e| Error::io(format!("create {target}"), e))?;
     }
-    mount(fstype, target, fstype, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, data)
-        .map_err(|e| Error::io(format!("mount {fstype} at {target}"), e.into()))?;
+    mount(
+        fstype,
+        target,
+        fstype,
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        data,
+    )
+    .map_err(|e| Error::io(format!("mount {fstype} at {target}"), e.into()))?;
     tracing::info!("mounted {fstype} at {target}");
     Ok(())
 }

@@ -44,8 +44,12 @@ pub fn list(tracking: &Tracking, service: Option<&str>) -> Result<Vec<PsEntry>> 
     };
     let mut out = Vec::new();
     for (pid, tag) in tracking.tags() {
-        let Some(svc) = services.iter().find(|s| s.id == tag.service_id) else { continue };
-        let Ok(proc_) = Process::new(pid as i32) else { continue };
+        let Some(svc) = services.iter().find(|s| s.id == tag.service_id) else {
+            continue;
+        };
+        let Ok(proc_) = Process::new(pid as i32) else {
+            continue;
+        };
         let Ok(stat) = proc_.stat() else { continue };
         if !identity::matches(tag.start_ns, stat.starttime) {
             continue; // the number was recycled: not ours
@@ -82,7 +86,11 @@ pub fn write_json(entries: &[PsEntry], out: &mut impl Write) -> io::Result<()> {
 
 /// Writes the entries as a table.
 pub fn write_table(entries: &[PsEntry], out: &mut impl Write) -> io::Result<()> {
-    writeln!(out, "{:>7} {:>7} {:>7} {:<16} {:<16} {:<7} EXE", "PID", "PPID", "CREATOR", "SERVICE", "COMM", "ESCAPED")?;
+    writeln!(
+        out,
+        "{:>7} {:>7} {:>7} {:<16} {:<16} {:<7} EXE",
+        "PID", "PPID", "CREATOR", "SERVICE", "COMM", "ESCAPED"
+    )?;
     for e in entries {
         let creator = e.creator_pid.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
         writeln!(

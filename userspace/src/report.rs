@@ -70,7 +70,13 @@ pub struct ProcessResult {
 impl ProcessResult {
     /// A pending result for a candidate.
     pub fn new(c: &Candidate, start_ticks: u64) -> Self {
-        Self { pid: c.pid, start_ticks, comm: None, evidence: c.evidence, outcome: Outcome::Pending }
+        Self {
+            pid: c.pid,
+            start_ticks,
+            comm: None,
+            evidence: c.evidence,
+            outcome: Outcome::Pending,
+        }
     }
 }
 
@@ -112,7 +118,11 @@ struct JsonSummary<'a> {
 impl KillReport {
     /// An empty report.
     pub fn new(service: &str, signal: Signal) -> Self {
-        Self { service: service.to_string(), signal, results: Vec::new() }
+        Self {
+            service: service.to_string(),
+            signal,
+            results: Vec::new(),
+        }
     }
 
     /// Adds a process result.
@@ -152,7 +162,13 @@ impl KillReport {
                     None => other.name().to_string(),
                 },
             };
-            writeln!(out, "{:>7} {:<16} [{}] {what}", r.pid, comm, r.evidence.names().join(","))?;
+            writeln!(
+                out,
+                "{:>7} {:<16} [{}] {what}",
+                r.pid,
+                comm,
+                r.evidence.names().join(",")
+            )?;
         }
         writeln!(
             out,

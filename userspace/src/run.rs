@@ -12,13 +12,20 @@ use crate::{
 };
 
 /// Tags this process for `service_name` and execs `argv`. Returns only on failure.
-pub fn run(mut tracking: Tracking, service_name: &str, argv: &[OsString]) -> Result<std::convert::Infallible> {
+pub fn run(
+    mut tracking: Tracking,
+    service_name: &str,
+    argv: &[OsString],
+) -> Result<std::convert::Infallible> {
     let Some((program, args)) = argv.split_first() else {
         return Err(Error::Usage("run needs a command after `--`".into()));
     };
     let me = std::process::id();
     let ticks = identity::start_ticks(me).ok_or_else(|| {
-        Error::io("read /proc/self/stat", std::io::Error::from(std::io::ErrorKind::NotFound))
+        Error::io(
+            "read /proc/self/stat",
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )
     })?;
     let start_ns = identity::ticks_to_ns(ticks);
     let svc = service::register(&mut tracking, service_name, me, start_ns)?;
@@ -32,5 +39,8 @@ pub fn run(mut tracking: Tracking, service_name: &str, argv: &[OsString]) -> Res
     // The command must not inherit the map fds (they are close-on-exec too).
     drop(tracking);
     let err = Command::new(program).args(args).exec();
-    Err(Error::Exec { program: program.to_string_lossy().into_owned(), source: err })
+    Err(Error::Exec {
+        program: program.to_string_lossy().into_owned(),
+        source: err,
+    })
 }

@@ -42,7 +42,11 @@ pub fn list(tracking: &Tracking) -> Vec<Service> {
     let mut out: Vec<Service> = tracking
         .services()
         .into_iter()
-        .map(|(id, record)| Service { id, name: record_name(&record), record })
+        .map(|(id, record)| Service {
+            id,
+            name: record_name(&record),
+            record,
+        })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -55,7 +59,11 @@ pub fn resolve(tracking: &Tracking, name: &str) -> Result<Service> {
         .services()
         .into_iter()
         .find(|(_, r)| name_bytes(&r.name) == name.as_bytes())
-        .map(|(id, record)| Service { id, name: name.to_string(), record })
+        .map(|(id, record)| Service {
+            id,
+            name: name.to_string(),
+            record,
+        })
         .ok_or_else(|| Error::UnknownService(name.to_string()))
 }
 
@@ -78,12 +86,22 @@ pub fn register(tracking: &mut Tracking, name: &str, main_pid: u32, main_start_n
         tracking
             .put_service(existing.id, &record, false)
             .map_err(|e| Error::map(format!("update service {name}"), e))?;
-        return Ok(Service { id: existing.id, name: name.to_string(), record });
+        return Ok(Service {
+            id: existing.id,
+            name: name.to_string(),
+            record,
+        });
     }
     let used: std::collections::HashSet<u32> = tracking.services().iter().map(|(id, _)| *id).collect();
     for id in (1..=MAX_SERVICES).filter(|id| !used.contains(id)) {
         match tracking.put_service(id, &record, true) {
-            Ok(()) => return Ok(Service { id, name: name.to_string(), record }),
+            Ok(()) => {
+                return Ok(Service {
+                    id,
+                    name: name.to_string(),
+                    record,
+                })
+            }
             // Taken by a concurrent registration: try the next id.
             Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) => return Err(Error::map(format!("register service {name}"), e)),

@@ -7,9 +7,9 @@ use crate::error::{Error, Result};
 
 /// Classic signals, by number (index + 1).
 const NAMES: [&str; 31] = [
-    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
-    "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
-    "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE",
+    "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ",
+    "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
 ];
 
 /// Aliases some tools accept.
@@ -67,7 +67,9 @@ impl Signal {
     /// Name of a signal number as the kernel reports it (for exit statuses); numbers outside
     /// the known range are printed as numbers.
     pub fn name_of(n: i32) -> String {
-        Self::from_number(n).map(|s| s.name()).unwrap_or_else(|| n.to_string())
+        Self::from_number(n)
+            .map(|s| s.name())
+            .unwrap_or_else(|| n.to_string())
     }
 
     /// Sends the signal to the process behind `pidfd`.
@@ -117,7 +119,9 @@ impl FromStr for Signal {
             } else {
                 return None;
             };
-            (Signal::rtmin()..=Signal::rtmax()).contains(&n).then_some(Signal(n))
+            (Signal::rtmin()..=Signal::rtmax())
+                .contains(&n)
+                .then_some(Signal(n))
         };
         if let Some(rest) = name.strip_prefix("RTMIN") {
             return rt(Signal::rtmin(), rest).ok_or_else(bad);

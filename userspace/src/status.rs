@@ -10,7 +10,10 @@ use std::{
 use bpfkill_common::{programs, stat};
 use serde::Serialize;
 
-use crate::{layout, mounts, service, tracking::{PinPaths, Tracking}};
+use crate::{
+    layout, mounts, service,
+    tracking::{PinPaths, Tracking},
+};
 
 /// One service's line.
 #[derive(Debug, Clone, Serialize)]
@@ -79,9 +82,17 @@ pub fn gather(paths: &PinPaths) -> Status {
         Err(e) => format!("unknown: {e}"),
     };
     let mut tracepoint_formats = BTreeMap::new();
-    for tp in ["sched/sched_process_fork", "task/task_newtask", "sched/sched_process_exit"] {
+    for tp in [
+        "sched/sched_process_fork",
+        "task/task_newtask",
+        "sched/sched_process_exit",
+    ] {
         if let Ok(fields) = layout::trace_format(Path::new(mounts::TRACEFS), tp) {
-            let text = fields.iter().map(|f| format!("{}@{}", f.name, f.offset)).collect::<Vec<_>>().join(" ");
+            let text = fields
+                .iter()
+                .map(|f| format!("{}@{}", f.name, f.offset))
+                .collect::<Vec<_>>()
+                .join(" ");
             tracepoint_formats.insert(tp.to_string(), text);
         }
     }
@@ -104,7 +115,12 @@ pub fn gather(paths: &PinPaths) -> Status {
         status.max_tagged = tracking.max_tags();
         for svc in service::list(&tracking) {
             let processes = tags.iter().filter(|(_, t)| t.service_id == svc.id).count();
-            status.services.push(ServiceStatus { name: svc.name, id: svc.id, main_pid: svc.record.main_pid, processes });
+            status.services.push(ServiceStatus {
+                name: svc.name,
+                id: svc.id,
+                main_pid: svc.record.main_pid,
+                processes,
+            });
         }
         for (i, v) in tracking.stats().iter().enumerate() {
             let name = stat::NAMES[i];
@@ -118,10 +134,25 @@ pub fn gather(paths: &PinPaths) -> Status {
 
 /// Writes the status for people.
 pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
-    writeln!(out, "tracking: {} (pins under {})", if s.live { "live" } else { "NOT LOADED" }, s.pin_dir)?;
+    writeln!(
+        out,
+        "tracking: {} (pins under {})",
+        if s.live { "live" } else { "NOT LOADED" },
+        s.pin_dir
+    )?;
     writeln!(out, "kernel:   {}", s.kernel)?;
     for p in &s.programs {
-        writeln!(out, "program:  {} on raw_tp/{} ({})", p.name, p.tracepoint, if p.attached { "attached, pinned" } else { "not attached" })?;
+        writeln!(
+            out,
+            "program:  {} on raw_tp/{} ({})",
+            p.name,
+            p.tracepoint,
+            if p.attached {
+                "attached, pinned"
+            } else {
+                "not attached"
+            }
+        )?;
     }
     writeln!(out, "layout:   {}", s.layout)?;
     for (tp, fields) in &s.tracepoint_formats {
@@ -136,19 +167,31 @@ pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
     writeln!(out, "counters: {}", counters.join(" "))?;
     for d in drops {
         if let Some(v) = s.counters.get(d).filter(|v| **v > 0) {
-            writeln!(out, "WARNING:  {d}={v}: {}", match d {
-                "tags_full" => "children of tracked processes were NOT tagged (tag map full)",
-                "events_lost" => "events were dropped (ring buffer full: is the daemon running?)",
-                _ => "kernel reads failed; some events were skipped",
-            })?;
+            writeln!(
+                out,
+                "WARNING:  {d}={v}: {}",
+                match d {
+                    "tags_full" => "children of tracked processes were NOT tagged (tag map full)",
+                    "events_lost" => "events were dropped (ring buffer full: is the daemon running?)",
+                    _ => "kernel reads failed; some events were skipped",
+                }
+            )?;
         }
     }
     if s.services.is_empty() {
         writeln!(out, "services: none")?;
     } else {
-        writeln!(out, "{:<24} {:>5} {:>9} {:>9}", "SERVICE", "ID", "MAIN PID", "PROCESSES")?;
+        writeln!(
+            out,
+            "{:<24} {:>5} {:>9} {:>9}",
+            "SERVICE", "ID", "MAIN PID", "PROCESSES"
+        )?;
         for svc in &s.services {
-            writeln!(out, "{:<24} {:>5} {:>9} {:>9}", svc.name, svc.id, svc.main_pid, svc.processes)?;
+            writeln!(
+                out,
+                "{:<24} {:>5} {:>9} {:>9}",
+                svc.name, svc.id, svc.main_pid, svc.processes
+            )?;
         }
     }
     Ok(())

@@ -11,7 +11,10 @@ use std::{
 
 use aya::{
     maps::{HashMap, Map, MapData, PerCpuArray},
-    programs::{links::{FdLink, PinnedLink}, RawTracePoint},
+    programs::{
+        links::{FdLink, PinnedLink},
+        RawTracePoint,
+    },
     EbpfLoader,
 };
 use bpfkill_common::{maps, programs, stat, ServiceRecord, Tag, ABI_VERSION};
@@ -161,16 +164,16 @@ pub fn load(paths: &PinPaths) -> Result<LoadOutcome> {
             .ok_or_else(|| Error::Ebpf(format!("program {prog_name} missing from the object")))?
             .try_into()
             .map_err(|e| ebpf_error(&format!("program {prog_name}"), e))?;
-        program.load().map_err(|e| ebpf_error(&format!("load {prog_name}"), e))?;
+        program
+            .load()
+            .map_err(|e| ebpf_error(&format!("load {prog_name}"), e))?;
         let id = program
             .attach(tracepoint)
             .map_err(|e| ebpf_error(&format!("attach {prog_name} to raw tracepoint {tracepoint}"), e))?;
         let link = program
             .take_link(id)
             .map_err(|e| ebpf_error(&format!("take link of {prog_name}"), e))?;
-        let link: FdLink = link
-            .try_into()
-            .map_err(|e| Error::Ebpf(format!("link of {prog_name} is not pinnable: {e}")))?;
+        let link: FdLink = link.into();
         link.pin(&pin)
             .map_err(|e| Error::Ebpf(format!("pin {}: {e}", pin.display())))?;
         attached += 1;
@@ -205,8 +208,7 @@ pub fn unload(paths: &PinPaths) -> Result<bool> {
         }
         fs::remove_dir(&dir).map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
     }
-    fs::remove_dir(paths.root())
-        .map_err(|e| Error::io(format!("remove {}", paths.root().display()), e))?;
+    fs::remove_dir(paths.root()).map_err(|e| Error::io(format!("remove {}", paths.root().display()), e))?;
     // Leave /sys/fs/bpf/bpfkill when other ABI versions live there.
     if let Some(parent) = paths.root().parent() {
         let _ = fs::remove_dir(parent);
@@ -246,13 +248,18 @@ impl Tracking {
             .info()
             .map(|i| i.max_entries())
             .map_err(|e| Error::map("read tag map info", e))?;
-        let tags = HashMap::try_from(Map::HashMap(tags_data))
-            .map_err(|e| Error::map("tag map", e))?;
+        let tags = HashMap::try_from(Map::HashMap(tags_data)).map_err(|e| Error::map("tag map", e))?;
         let services = HashMap::try_from(Map::HashMap(open_map(paths, maps::SERVICES)?))
             .map_err(|e| Error::map("service map", e))?;
         let stats = PerCpuArray::try_from(Map::PerCpuArray(open_map(paths, maps::STATS)?))
             .map_err(|e| Error::map("stats map", e))?;
-        Ok(Self { paths: paths.clone(), tags, services, stats, max_tags })
+        Ok(Self {
+            paths: paths.clone(),
+            tags,
+            services,
+            stats,
+            max_tags,
+        })
     }
 
     /// The pin tree this instance lives in.
@@ -271,11 +278,9 @@ impl Tracking {
         let mut seen = HashSet::new();
         let limit = self.max_tags as usize * 2 + 16;
         let mut out = Vec::new();
-        for item in self.tags.iter().take(limit) {
-            if let Ok((pid, tag)) = item {
-                if seen.insert(pid) {
-                    out.push((pid, tag));
-                }
+        for (pid, tag) in self.tags.iter().take(limit).flatten() {
+            if seen.insert(pid) {
+                out.push((pid, tag));
             }
         }
         out
@@ -306,9 +311,15 @@ impl Tracking {
     }
 
     /// Inserts a service record; `only_new` fails with `EEXIST` when the id is taken.
-    pub fn put_service(&mut self, id: u32, rec: &ServiceRecord, only_new: bool) -> Result<(), aya::maps::MapError> {
+    pub fn put_service(
+        &mut self,
+        id: u32,
+        rec: &ServiceRecord,
+        only_new: bool,
+    ) -> Result<(), aya::maps::MapError> {
         const BPF_NOEXIST: u64 = 1;
-        self.services.insert(id, rec, if only_new { BPF_NOEXIST } else { 0 })
+        self.services
+            .insert(id, rec, if only_new { BPF_NOEXIST } else { 0 })
     }
 
     /// Counters summed over CPUs, indexed by `bpfkill_common::stat`.

@@ -1,1 +1,229 @@
-fn main(){}
+//! Project tasks: `cargo xtask bootstrap | demo | test`.
+//!
+//! `bootstrap` installs, idempotently, what building the kernel programs needs (Debian's
+//! rustc with a prebuilt `core` for bpfel-unknown-none, LLVM 22, bpf-linker 0.13.0); every
+//! other task runs it first, and it returns at once when everything is present.
+
+use std::{
+    ffi::OsStr,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "bpfkill project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain if anything is missing (fast when all is present).
+    Bootstrap,
+    /// Build, start tracking, run a double-forking sample service, show it, kill it.
+    Demo,
+    /// Run the whole test suite (unit tests, then the privileged integration tests).
+    Test {
+        /// Extra arguments for the test binaries (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+const APT_PACKAGES: [&str; 6] = [
+    "rustc-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {:?}", cmd);
+    let status = cmd
+        .status()
+        .with_context(|| format!("spawn {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} failed: {status}", cmd.get_program());
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn bpf_linker_ok() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .unwrap_or(false)
+        || cargo_bin("bpf-linker").is_some_and(|p| {
+            Command::new(p)
+                .arg("--version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+                .unwrap_or(false)
+        })
+}
+
+fn cargo_bin(name: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
+    let p = home.join("bin").join(name);
+    p.is_file().then_some(p)
+}
+
+fn bootstrap() -> Result<()> {
+    let t = Instant::now();
+    let apt_ok = Path::new("/usr/bin/rustc").is_file()
+        && Path::new("/usr/lib/rustlib/bpfel-unknown-none/lib").is_dir()
+        && Path::new(LLVM_PREFIX).join("lib/libLLVM.so").exists()
+        && Path::new("/usr/include/zstd.h").exists()
+        && Path::new("/usr/include/zlib.h").exists();
+    if !apt_ok {
+        if !is_root() {
+            bail!(
+                "missing Debian packages; as root run: apt-get install {}",
+                APT_PACKAGES.join(" ")
+            );
+        }
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(APT_PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if !bpf_linker_ok() {
+        run(
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                ])
+                .env("LLVM_PREFIX", LLVM_PREFIX)
+                .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
+        )?;
+    }
+    eprintln!("bootstrap: toolchain ready ({:.1?})", t.elapsed());
+    Ok(())
+}
+
+fn bpfkill_bin() -> PathBuf {
+    root().join("target/debug/bpfkill")
+}
+
+/// Runs bpfkill, echoing the command line.
+fn bpfkill<I, S>(args: I) -> Result<std::process::ExitStatus>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(bpfkill_bin());
+    cmd.args(args);
+    let shown: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    eprintln!("\n$ bpfkill {}", shown.join(" "));
+    cmd.status().context("run bpfkill")
+}
+
+fn demo() -> Result<()> {
+    bootstrap()?;
+    run(cargo().args(["build", "-p", "bpfkill", "-p", "bpfkill-tests", "--bins"]))?;
+    if !is_root() {
+        bail!("the demo loads eBPF programs: run it as root");
+    }
+    let was_live = Command::new(bpfkill_bin())
+        .arg("status")
+        .stdout(Stdio::null())
+        .status()?
+        .success();
+    bpfkill(["load"])?;
+    // The sample service: its main process double-forks a grandchild that setsid()s, is
+    // reparented to init, renames itself and sleeps, like a daemon escaping its supervisor.
+    let forker = root().join("target/debug/forker");
+    let mut child = Command::new(bpfkill_bin())
+        .args(["run", "--service", "demo-sample", "--"])
+        .arg(&forker)
+        .args(["double-fork", "--setsid", "--rename", "demo-escapee"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start the sample service")?;
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut ready)?;
+    eprintln!("sample service started: {}", ready.trim());
+    bpfkill(["ps", "--service", "demo-sample"])?;
+    bpfkill(["-s", "SIGKILL", "--service", "demo-sample"])?;
+    let _ = child.wait();
+    let survivors = Command::new(bpfkill_bin())
+        .args(["ps", "--service", "demo-sample", "--json"])
+        .output()?;
+    let text = String::from_utf8_lossy(&survivors.stdout);
+    let count = text.matches("\"pid\"").count();
+    eprintln!("\n$ bpfkill ps --service demo-sample --json\n{}", text.trim());
+    println!("survivors: {count}");
+    if !was_live {
+        bpfkill(["unload"])?;
+    }
+    if count != 0 {
+        bail!("{count} process(es) of the sample service survived");
+    }
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    bootstrap()?;
+    // The integration tests run the real binaries, so build them first.
+    run(cargo().args(["build", "-p", "bpfkill", "-p", "bpfkill-tests", "--bins"]))?;
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "xtask",
+        "--",
+        "--test-threads=2",
+    ])
+    .args(args);
+    cmd.env("BPFKILL_BIN", bpfkill_bin());
+    run(&mut cmd)
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Bootstrap => bootstrap(),
+        Task::Demo => demo(),
+        Task::Test { args } => test(&args),
+    }
+}

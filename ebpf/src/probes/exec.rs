@@ -2,7 +2,9 @@
 //! a tagged process ran a new binary. It keeps its tag; the exec is counted and reported.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+    },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };

@@ -3,7 +3,9 @@
 //! the tag is removed when the thread group's live count reaches zero.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+    },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -54,7 +56,10 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         return Ok(());
     };
     let ev = entry.as_mut_ptr();
-    let ppid = task.real_parent(&layout).and_then(|p| p.tgid(&layout)).unwrap_or(0);
+    let ppid = task
+        .real_parent(&layout)
+        .and_then(|p| p.tgid(&layout))
+        .unwrap_or(0);
     let status = task.exit_code(&layout).unwrap_or(0);
     // SAFETY: `ev` points at a reserved, exclusively owned record.
     unsafe {

@@ -3,7 +3,9 @@
 //! A process created by a tagged process is tagged with the creator's service.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+    },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -77,7 +79,10 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     count(stat::FORKS_TAGGED);
 
     if let Some(mut entry) = reserve_event() {
-        let ppid = child.real_parent(&layout).and_then(|p| p.tgid(&layout)).unwrap_or(0);
+        let ppid = child
+            .real_parent(&layout)
+            .and_then(|p| p.tgid(&layout))
+            .unwrap_or(0);
         let ev = entry.as_mut_ptr();
         // SAFETY: `ev` points at a reserved, exclusively owned record.
         unsafe {

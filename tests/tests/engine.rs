@@ -251,3 +251,27 @@ fn track_refuses_pid_1_and_itself() {
         text(&out)
     );
 }
+
+#[test]
+fn a_full_tag_map_is_counted_and_shown() {
+    require_privileges!();
+    let inst = Instance::unloaded();
+    let out = inst.run(["load", "--max-tags", "4"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let service = unique("full");
+    let mut tree = inst.run_service(&service, &["forker"]);
+    for _ in 0..6 {
+        tree.fork_child();
+    }
+    let (rc, status) = inst.status();
+    assert_eq!(rc, 0);
+    assert_eq!(status["max_tagged"], 4, "{status}");
+    assert_eq!(status["tagged"], 4, "{status}");
+    assert_eq!(status["counters"]["tags_full"], 3, "{status}");
+    let human = inst.run(["status"]);
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("WARNING:  tags_full=3"),
+        "{}",
+        text(&human)
+    );
+}

@@ -71,6 +71,22 @@ struct KillArgs {
     json: bool,
 }
 
+/// Options of a fresh load.
+#[derive(Debug, Args, Clone)]
+struct LoadArgs {
+    /// Capacity of the tag map (processes tracked at once); fixed when the map is created.
+    #[arg(long, value_name = "N", default_value_t = bpfkill_common::DEFAULT_MAX_TAGS)]
+    max_tags: u32,
+}
+
+impl LoadArgs {
+    fn options(&self) -> tracking::LoadOptions {
+        tracking::LoadOptions {
+            max_tags: self.max_tags,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Signal every live process of a service (same as the bare form).
@@ -118,9 +134,9 @@ enum Command {
         json: bool,
     },
     /// Load (or adopt) tracking and consume its events in the foreground.
-    Daemon,
+    Daemon(LoadArgs),
     /// Load and pin tracking, then exit (tracking stays live).
-    Load,
+    Load(LoadArgs),
     /// Detach the programs and remove every pin.
     Unload,
 }
@@ -149,7 +165,7 @@ pub fn main() -> anyhow::Result<u8> {
             return Ok(code);
         }
     };
-    init_logging(cli.verbose, matches!(cli.command, Some(Command::Daemon)));
+    init_logging(cli.verbose, matches!(cli.command, Some(Command::Daemon(_))));
     let paths = PinPaths::from_env();
     let mut stdout = std::io::stdout().lock();
 
@@ -208,12 +224,12 @@ pub fn main() -> anyhow::Result<u8> {
             }
             Ok(if s.live { exit::OK } else { exit::NOT_LOADED })
         }
-        Some(Command::Daemon) => {
-            daemon::run(&paths)?;
+        Some(Command::Daemon(args)) => {
+            daemon::run(&paths, &args.options())?;
             Ok(exit::OK)
         }
-        Some(Command::Load) => {
-            match tracking::load(&paths).context("load tracking")? {
+        Some(Command::Load(args)) => {
+            match tracking::load(&paths, &args.options()).context("load tracking")? {
                 tracking::LoadOutcome::Adopted => {
                     writeln!(stdout, "tracking already live under {}", paths.root().display())?
                 }

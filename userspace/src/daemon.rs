@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Runs the daemon in the foreground.
-pub fn run(paths: &PinPaths) -> Result<()> {
+pub fn run(paths: &PinPaths, opts: &tracking::LoadOptions) -> Result<()> {
     // Register the stop signals before loading, so a SIGTERM during load is not lost.
     let (stop_rd, stop_wr) =
         std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("create the signal pipe", e))?;
@@ -23,7 +23,7 @@ pub fn run(paths: &PinPaths) -> Result<()> {
         signal_hook::low_level::pipe::register(sig, stop_wr.try_clone().map_err(|e| Error::io("dup", e))?)
             .map_err(|e| Error::io("install signal handler", e))?;
     }
-    match tracking::load(paths)? {
+    match tracking::load(paths, opts)? {
         tracking::LoadOutcome::Adopted => {
             tracing::info!("adopted pinned tracking under {}", paths.root().display())
         }

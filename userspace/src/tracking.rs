@@ -124,9 +124,27 @@ impl PinLock {
     }
 }
 
+/// Settings for a fresh load (ignored when the maps are already pinned).
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Capacity of the tag map: processes tracked at once, all services together.
+    pub max_tags: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_tags: bpfkill_common::DEFAULT_MAX_TAGS,
+        }
+    }
+}
+
 /// Loads and attaches the tracking programs and pins maps and links, or adopts what is
 /// already pinned. Mounts bpffs and tracefs when they are missing.
-pub fn load(paths: &PinPaths) -> Result<LoadOutcome> {
+pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
+    if opts.max_tags == 0 {
+        return Err(Error::Usage("--max-tags must be at least 1".into()));
+    }
     mounts::ensure_bpffs()?;
     if let Err(e) = mounts::ensure_tracefs() {
         tracing::warn!("tracefs unavailable ({e}); status will not show tracepoint formats");
@@ -148,6 +166,7 @@ pub fn load(paths: &PinPaths) -> Result<LoadOutcome> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(paths.maps_dir())
         .override_global("LAYOUT", &kernel_layout, true)
+        .map_max_entries(maps::TAGS, opts.max_tags)
         .load(OBJECT)
         .map_err(|e| ebpf_error("load the bpfkill programs", e))?;
 

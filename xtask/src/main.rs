@@ -173,6 +173,14 @@ fn demo() -> Result<()> {
     // The sample service: its main process double-forks a grandchild that setsid()s, is
     // reparented to init, renames itself and sleeps, like a daemon escaping its supervisor.
     let forker = root().join("target/debug/forker");
+    // An unrelated process with the escapee's name, which must survive (pkill would not).
+    let mut decoy = Command::new(&forker)
+        .args(["pause", "--rename", "demo-escapee"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start the unrelated namesake")?;
+    let mut decoy_ready = String::new();
+    BufReader::new(decoy.stdout.take().expect("stdout")).read_line(&mut decoy_ready)?;
     let mut child = Command::new(bpfkill_bin())
         .args(["run", "--service", "demo-sample", "--"])
         .arg(&forker)
@@ -193,6 +201,17 @@ fn demo() -> Result<()> {
     let count = text.matches("\"pid\"").count();
     eprintln!("\n$ bpfkill ps --service demo-sample --json\n{}", text.trim());
     println!("survivors: {count}");
+    let decoy_alive = decoy.try_wait()?.is_none();
+    println!(
+        "unrelated process named demo-escapee (pid {}): {}",
+        decoy.id(),
+        if decoy_alive { "alive, untouched" } else { "DEAD" }
+    );
+    let _ = decoy.kill();
+    let _ = decoy.wait();
+    if !decoy_alive {
+        bail!("the unrelated namesake was killed");
+    }
     if !was_live {
         bpfkill(["unload"])?;
     }

@@ -33,7 +33,13 @@ pub mod maps {
     pub const STATS: &str = "BPFKILL_STATS";
     /// `RingBuf` of [`crate::Event`] records.
     pub const EVENTS: &str = "BPFKILL_EVENTS";
+    /// `LruHashMap<u32 tgid, Ghost>`: recently exited tagged processes, so lineage can be
+    /// followed through creators that are gone.
+    pub const GHOSTS: &str = "BPFKILL_GHOSTS";
 }
+
+/// Capacity of the ghost map (least recently written entries are evicted first).
+pub const MAX_GHOSTS: u32 = 65_536;
 
 /// Names of the kernel programs (one per hook) and the raw tracepoint each attaches to.
 pub mod programs {
@@ -45,6 +51,10 @@ pub mod programs {
     pub const EXIT: (&str, &str) = ("bpfkill_exit", "sched_process_exit");
     /// The hooks that make up tracking, in attach order.
     pub const TRACKING: [(&str, &str); 3] = [FORK, EXEC, EXIT];
+    /// Doom mode, attached only while a SIGKILL is in progress: a doomed process returning
+    /// from any system call (a new child returning from fork first of all) is killed before
+    /// it runs another user instruction.
+    pub const DOOM: (&str, &str) = ("bpfkill_doom", "sys_exit");
 }
 
 /// Indices into the `STATS` per-CPU array.
@@ -63,6 +73,8 @@ pub mod stat {
     pub const EXECS: u32 = 5;
     /// A creator's tag had another start time than the creator: a stale entry, not trusted.
     pub const STALE_CREATOR: u32 = 6;
+    /// Doomed processes killed in the kernel (at fork, or returning from a system call).
+    pub const DOOM_KILLS: u32 = 7;
     /// Number of counters.
     pub const COUNT: u32 = 8;
     /// Human names, by index.
@@ -74,7 +86,7 @@ pub mod stat {
         "exits",
         "execs",
         "stale_creator",
-        "reserved",
+        "doom_kills",
     ];
 }
 
@@ -92,6 +104,30 @@ pub mod tag_flags {
     pub const EXECED: u32 = 1 << 4;
     /// The process was created with CLONE_PARENT (its parent is not its creator).
     pub const CLONE_PARENT: u32 = 1 << 5;
+    /// A SIGKILL is in progress for this process: the kernel kills it when it forks or
+    /// returns from a system call, and dooms every child it manages to create.
+    pub const DOOMED: u32 = 1 << 6;
+}
+
+/// A tagged process that has exited, kept (LRU-bounded) so that the lineage of its
+/// descendants can still be followed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ghost {
+    /// Service it belonged to.
+    pub service_id: u32,
+    /// Raw wait status of its exit.
+    pub exit_status: u32,
+    /// Its start time (ns since boot).
+    pub start_ns: u64,
+    /// Its creator (0 when unknown).
+    pub creator_pid: u32,
+    /// Its tag flags.
+    pub flags: u32,
+    /// Its creator's start time.
+    pub creator_start_ns: u64,
+    /// Boot-time ns of its exit.
+    pub exit_ns: u64,
 }
 
 /// One tracked process (thread group), keyed by its tgid in the tag map.
@@ -226,6 +262,7 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceRecord {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::Ghost {}
 }
 
 /// Returns the service name stored in a NUL-padded buffer.

@@ -3,9 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use bpfkill_common::{stat, Event, ServiceRecord, Tag, DEFAULT_MAX_TAGS, EVENTS_BYTES, MAX_SERVICES};
+use bpfkill_common::{
+    stat, Event, Ghost, ServiceRecord, Tag, DEFAULT_MAX_TAGS, EVENTS_BYTES, MAX_GHOSTS, MAX_SERVICES,
+};
 
 /// Every live tagged process, keyed by tgid. Userspace may resize it at load time.
 #[map(name = "BPFKILL_TAGS")]
@@ -14,6 +16,10 @@ pub static TAGS: HashMap<u32, Tag> = HashMap::pinned(DEFAULT_MAX_TAGS, 0);
 /// Service registry, keyed by service id. Written by userspace only.
 #[map(name = "BPFKILL_SERVICES")]
 pub static SERVICES: HashMap<u32, ServiceRecord> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// Recently exited tagged processes (lineage through dead creators).
+#[map(name = "BPFKILL_GHOSTS")]
+pub static GHOSTS: LruHashMap<u32, Ghost> = LruHashMap::pinned(MAX_GHOSTS, 0);
 
 /// Counters, indexed by `bpfkill_common::stat`.
 #[map(name = "BPFKILL_STATS")]

@@ -6,9 +6,13 @@ use anyhow::Context as _;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::{
-    adopt, daemon,
+    adopt,
+    candidates::Whom,
+    daemon,
     error::{exit, Error},
     kill, ps, run,
+    schedule::{self, Schedule},
+    service::Target,
     signal::Signal,
     status,
     tracking::{self, PinPaths, Tracking},
@@ -33,7 +37,7 @@ Exit codes:
     version,
     after_help = EXIT_CODES,
     args_conflicts_with_subcommands = true,
-    override_usage = "bpfkill [-s SIGNAL] --service NAME\n       bpfkill <COMMAND> [ARGS]"
+    override_usage = "bpfkill [-s SIGNAL] (--service NAME | --pid PID | --pidfile FILE) [OPTIONS]\n       bpfkill <COMMAND> [ARGS]"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -63,12 +67,67 @@ struct KillArgs {
     signal: Signal,
 
     /// Service whose processes to signal.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["pid", "pidfile"])]
     service: Option<String>,
+
+    /// A tracked process: signal it and its tagged descendants.
+    #[arg(long, value_name = "PID", conflicts_with = "pidfile")]
+    pid: Option<u32>,
+
+    /// Read the tracked process's PID from a pidfile (root-owned, not group/world-writable).
+    #[arg(long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+
+    /// Which processes: the main one, all, or only those that escaped.
+    #[arg(long = "kill-whom", visible_alias = "kill-who", value_enum, default_value_t = Whom::All)]
+    whom: Whom,
+
+    /// A cgroup dedicated to the service, as extra evidence (never a shared or root cgroup).
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<PathBuf>,
+
+    /// Print what would be signalled, with each process's evidence; signal nothing.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Block until every signalled process is gone.
+    #[arg(long, conflicts_with_all = ["timeout", "retry"])]
+    wait: bool,
+
+    /// Send the signal, wait this long (10s, 500ms), then SIGKILL the survivors.
+    #[arg(long, value_name = "DURATION", conflicts_with = "retry")]
+    timeout: Option<String>,
+
+    /// start-stop-daemon style schedule: TERM/30/KILL/5 (signal/seconds/...; `forever` repeats).
+    #[arg(long, value_name = "SCHEDULE")]
+    retry: Option<String>,
 
     /// One JSON object per process, then a summary object.
     #[arg(long)]
     json: bool,
+}
+
+impl KillArgs {
+    fn target(&self) -> Option<Target> {
+        match (&self.service, self.pid, &self.pidfile) {
+            (Some(s), _, _) => Some(Target::Service(s.clone())),
+            (_, Some(p), _) => Some(Target::Pid(p)),
+            (_, _, Some(f)) => Some(Target::Pidfile(f.clone())),
+            _ => None,
+        }
+    }
+
+    fn schedule(&self) -> crate::Result<Schedule> {
+        Ok(if let Some(r) = &self.retry {
+            Schedule::parse_retry(r, self.signal)?
+        } else if let Some(t) = &self.timeout {
+            Schedule::timeout(self.signal, schedule::parse_duration(t)?)
+        } else if self.wait {
+            Schedule::wait_forever(self.signal)
+        } else {
+            Schedule::once(self.signal)
+        })
+    }
 }
 
 /// Options of a fresh load.
@@ -257,17 +316,18 @@ pub fn main() -> anyhow::Result<u8> {
 }
 
 fn do_kill(paths: &PinPaths, args: &KillArgs, out: &mut impl Write) -> anyhow::Result<u8> {
-    let Some(service) = args.service.clone() else {
-        return Err(Error::Usage("nothing to signal: give --service NAME (see --help)".into()).into());
+    let Some(target) = args.target() else {
+        return Err(Error::Usage("nothing to signal: give --service NAME, --pid PID or --pidfile FILE".into()).into());
     };
-    let tracking = Tracking::open(paths)?;
-    let report = kill::kill(
-        &tracking,
-        &kill::KillRequest {
-            service,
-            signal: args.signal,
-        },
-    )?;
+    let request = kill::KillRequest {
+        target,
+        whom: args.whom,
+        cgroup: args.cgroup.clone(),
+        schedule: args.schedule()?,
+        dry_run: args.dry_run,
+    };
+    let mut tracking = Tracking::open(paths)?;
+    let report = kill::kill(&mut tracking, &request)?;
     if args.json {
         report.write_json(out)?;
     } else {

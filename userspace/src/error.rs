@@ -41,6 +41,9 @@ pub enum Error {
     /// A guard rail refused the request.
     #[error("refused: {0}")]
     Refused(String),
+    /// The process is not tracked by bpfkill.
+    #[error("PID {0} is not tracked by bpfkill (see `bpfkill ps`)")]
+    NotTracked(u32),
     /// The process does not exist.
     #[error("no such process: {0}")]
     NoSuchProcess(u32),
@@ -108,7 +111,7 @@ impl Error {
         match self {
             Error::NotLoaded(_) => exit::NOT_LOADED,
             Error::Usage(_) | Error::Refused(_) => exit::USAGE,
-            Error::UnknownService(_) | Error::NoSuchProcess(_) => exit::NOTHING_MATCHED,
+            Error::UnknownService(_) | Error::NoSuchProcess(_) | Error::NotTracked(_) => exit::NOTHING_MATCHED,
             Error::Permission(_) => exit::NO_PERMISSION,
             Error::Exec { source, .. } if source.kind() == io::ErrorKind::NotFound => exit::NOT_FOUND,
             Error::Exec { .. } => exit::CANNOT_EXECUTE,

@@ -67,6 +67,11 @@ impl Guard {
         Self { fixed }
     }
 
+    /// PID 1, bpfkill and its ancestors.
+    pub fn protected_pids(&self) -> Vec<u32> {
+        self.fixed.keys().copied().collect()
+    }
+
     /// Why `pid` must not be signalled, if it must not.
     pub fn check(&self, pid: u32, stat: Option<&Stat>) -> Option<Protected> {
         if let Some(p) = self.fixed.get(&pid) {

@@ -8,15 +8,20 @@
 //! - [`candidates`]: collect the processes of a service, with evidence
 //! - [`identity`]: verify each one (pidfd + start time against the tag)
 //! - [`signal`]: parse and send signals
+//! - [`wait`] and [`schedule`]: wait for the targets, escalate
 //! - [`kill`]: the pipeline; [`report`]: its output and exit code
+//!
+//! with [`cgroup`] and [`escape`] as sources of evidence.
 //!
 //! plus the commands around it: [`run`], [`adopt`] (`track`), [`ps`], [`status`], [`daemon`].
 
 pub mod adopt;
 pub mod candidates;
+pub mod cgroup;
 pub mod cli;
 pub mod daemon;
 pub mod error;
+pub mod escape;
 pub mod events;
 pub mod guard;
 pub mod identity;
@@ -26,9 +31,11 @@ pub mod mounts;
 pub mod ps;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod service;
 pub mod signal;
 pub mod status;
 pub mod tracking;
+pub mod wait;
 
 pub use error::{Error, Result};

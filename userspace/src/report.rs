@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::{
     candidates::{Candidate, Evidence},
     error::exit,
+    escape::Reason,
     guard::Protected,
     signal::Signal,
 };
@@ -15,8 +16,8 @@ use crate::{
 /// What happened to one candidate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Not handled yet.
-    Pending,
+    /// `--dry-run`: it would have been signalled.
+    WouldSignal,
     /// The signal was delivered.
     Signalled,
     /// The process had already exited.
@@ -33,7 +34,7 @@ impl Outcome {
     /// Stable machine name.
     pub fn name(&self) -> &'static str {
         match self {
-            Outcome::Pending => "pending",
+            Outcome::WouldSignal => "would-signal",
             Outcome::Signalled => "signalled",
             Outcome::Gone => "gone",
             Outcome::Recycled => "pid-recycled",
@@ -50,6 +51,11 @@ impl Outcome {
             _ => None,
         }
     }
+
+    /// True for outcomes that mean "could not be signalled".
+    fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Failed(_) | Outcome::Protected(_))
+    }
 }
 
 /// One process's line in the report.
@@ -57,25 +63,37 @@ impl Outcome {
 pub struct ProcessResult {
     /// Its tgid.
     pub pid: u32,
-    /// Start time in /proc ticks, as tagged.
+    /// Start time in /proc ticks.
     pub start_ticks: u64,
-    /// Its comm, when it was alive.
+    /// Its comm, when it was seen alive.
     pub comm: Option<String>,
     /// Evidence that made it a candidate.
     pub evidence: Evidence,
-    /// What happened.
+    /// A tagged process outside the service's dedicated cgroup.
+    pub left_cgroup: bool,
+    /// Escape reasons, when computed.
+    pub escape: Vec<Reason>,
+    /// Signals delivered, in order.
+    pub signals: Vec<Signal>,
+    /// Outcome of the last attempt.
     pub outcome: Outcome,
+    /// After waiting: whether it exited (None when the kill did not wait).
+    pub exited: Option<bool>,
 }
 
 impl ProcessResult {
-    /// A pending result for a candidate.
-    pub fn new(c: &Candidate, start_ticks: u64) -> Self {
+    /// A result for a candidate, before any attempt.
+    pub fn new(c: &Candidate) -> Self {
         Self {
             pid: c.pid,
-            start_ticks,
+            start_ticks: c.start_ticks,
             comm: None,
             evidence: c.evidence,
-            outcome: Outcome::Pending,
+            left_cgroup: c.left_cgroup,
+            escape: c.escape.clone(),
+            signals: Vec::new(),
+            outcome: Outcome::Gone,
+            exited: None,
         }
     }
 }
@@ -85,10 +103,19 @@ impl ProcessResult {
 pub struct KillReport {
     /// Service name.
     pub service: String,
-    /// Signal sent.
+    /// The first signal of the schedule.
     pub signal: Signal,
-    /// Per-process results.
+    /// Per-process results, in the order processes were first seen.
     pub results: Vec<ProcessResult>,
+    /// The kill waited for its targets (`--wait`, `--timeout`, `--retry`).
+    pub waited: bool,
+    /// Dry run: nothing was signalled.
+    pub dry_run: bool,
+    /// SIGKILLs sent by the kernel to doomed processes during the kill (children killed
+    /// before they ran, creators killed as they forked).
+    pub kernel_kills: u64,
+    /// Doom mode was requested but could not be armed (why).
+    pub doom_unavailable: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -97,8 +124,15 @@ struct JsonProcess<'a> {
     start_time: u64,
     comm: Option<&'a str>,
     evidence: Vec<&'static str>,
-    signal: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    left_cgroup: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    escape_reasons: Vec<&'static str>,
+    signal: Option<String>,
+    signals: Vec<String>,
     outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exited: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
 }
@@ -108,10 +142,14 @@ struct JsonSummary<'a> {
     summary: bool,
     service: &'a str,
     signal: String,
+    dry_run: bool,
+    processes: usize,
     signalled: usize,
-    gone: usize,
+    gone_before: usize,
     protected: usize,
     failed: usize,
+    survivors: usize,
+    kernel_kills: u64,
     exit_code: u8,
 }
 
@@ -122,28 +160,40 @@ impl KillReport {
             service: service.to_string(),
             signal,
             results: Vec::new(),
+            waited: false,
+            dry_run: false,
+            kernel_kills: 0,
+            doom_unavailable: None,
         }
     }
 
-    /// Adds a process result.
-    pub fn push(&mut self, r: ProcessResult) {
-        self.results.push(r);
+    fn count(&self, f: impl Fn(&ProcessResult) -> bool) -> usize {
+        self.results.iter().filter(|r| f(r)).count()
     }
 
-    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
-        self.results.iter().filter(|r| f(&r.outcome)).count()
-    }
-
-    /// Processes signalled.
+    /// Processes that received at least one signal.
     pub fn signalled(&self) -> usize {
-        self.count(|o| *o == Outcome::Signalled)
+        self.count(|r| !r.signals.is_empty())
     }
 
-    /// Exit code: 0 all signalled, 1 nothing matched, 2 some could not be signalled.
+    /// Processes still alive after the wait.
+    pub fn survivors(&self) -> usize {
+        self.count(|r| r.exited == Some(false))
+    }
+
+    /// Exit code: 3 survivors after waiting, 2 some could not be signalled, 1 nothing matched,
+    /// 0 every target signalled (and gone, when waiting).
     pub fn exit_code(&self) -> u8 {
-        let failed = self.count(|o| matches!(o, Outcome::Failed(_) | Outcome::Protected(_)));
-        if failed > 0 {
+        if self.waited && self.survivors() > 0 {
+            exit::SURVIVORS
+        } else if self.count(|r| r.outcome.is_failure()) > 0 {
             exit::PARTIAL
+        } else if self.dry_run {
+            if self.count(|r| r.outcome == Outcome::WouldSignal) > 0 {
+                exit::OK
+            } else {
+                exit::NOTHING_MATCHED
+            }
         } else if self.signalled() == 0 {
             exit::NOTHING_MATCHED
         } else {
@@ -153,31 +203,46 @@ impl KillReport {
 
     /// Writes one line per process and a summary line.
     pub fn write_human(&self, out: &mut impl Write) -> io::Result<()> {
+        if let Some(why) = &self.doom_unavailable {
+            writeln!(out, "warning: doom mode unavailable ({why}); fell back to repeated passes")?;
+        }
         for r in &self.results {
             let comm = r.comm.as_deref().unwrap_or("-");
-            let what = match &r.outcome {
-                Outcome::Signalled => format!("sent {}", self.signal),
+            let mut what = match &r.outcome {
+                Outcome::Signalled => {
+                    let sigs: Vec<String> = r.signals.iter().map(|s| s.name()).collect();
+                    format!("sent {}", sigs.join(", "))
+                }
+                Outcome::WouldSignal => format!("would send {}", self.signal),
                 other => match other.detail() {
                     Some(d) => format!("{}: {d}", other.name()),
                     None => other.name().to_string(),
                 },
             };
-            writeln!(
-                out,
-                "{:>7} {:<16} [{}] {what}",
-                r.pid,
-                comm,
-                r.evidence.names().join(",")
-            )?;
+            match r.exited {
+                Some(true) => what.push_str(", exited"),
+                Some(false) => what.push_str(", STILL ALIVE"),
+                None => {}
+            }
+            if r.left_cgroup {
+                what.push_str(" (left the service cgroup)");
+            }
+            if !r.escape.is_empty() {
+                let names: Vec<&str> = r.escape.iter().map(|e| e.name()).collect();
+                what.push_str(&format!(" (escaped: {})", names.join(",")));
+            }
+            writeln!(out, "{:>7} {:<16} [{}] {what}", r.pid, comm, r.evidence.names().join(","))?;
         }
-        writeln!(
-            out,
-            "{}: {} of {} process(es) signalled with {}",
-            self.service,
-            self.signalled(),
-            self.results.len(),
-            self.signal
-        )
+        let verb = if self.dry_run { "would be signalled" } else { "signalled" };
+        let n = if self.dry_run { self.count(|r| r.outcome == Outcome::WouldSignal) } else { self.signalled() };
+        write!(out, "{}: {n} of {} process(es) {verb} with {}", self.service, self.results.len(), self.signal)?;
+        if self.kernel_kills > 0 {
+            write!(out, "; {} kill(s) in the kernel during the kill", self.kernel_kills)?;
+        }
+        if self.waited {
+            write!(out, "; {} survivor(s)", self.survivors())?;
+        }
+        writeln!(out)
     }
 
     /// Writes one JSON object per process, then a summary object, one per line.
@@ -188,8 +253,12 @@ impl KillReport {
                 start_time: r.start_ticks,
                 comm: r.comm.as_deref(),
                 evidence: r.evidence.names(),
-                signal: self.signal.name(),
+                left_cgroup: r.left_cgroup,
+                escape_reasons: r.escape.iter().map(|e| e.name()).collect(),
+                signal: r.signals.last().map(|s| s.name()),
+                signals: r.signals.iter().map(|s| s.name()).collect(),
                 outcome: r.outcome.name(),
+                exited: r.exited,
                 detail: r.outcome.detail(),
             };
             serde_json::to_writer(&mut *out, &obj)?;
@@ -199,10 +268,14 @@ impl KillReport {
             summary: true,
             service: &self.service,
             signal: self.signal.name(),
+            dry_run: self.dry_run,
+            processes: self.results.len(),
             signalled: self.signalled(),
-            gone: self.count(|o| matches!(o, Outcome::Gone | Outcome::Recycled)),
-            protected: self.count(|o| matches!(o, Outcome::Protected(_))),
-            failed: self.count(|o| matches!(o, Outcome::Failed(_))),
+            gone_before: self.count(|r| matches!(r.outcome, Outcome::Gone | Outcome::Recycled)),
+            protected: self.count(|r| matches!(r.outcome, Outcome::Protected(_))),
+            failed: self.count(|r| matches!(r.outcome, Outcome::Failed(_))),
+            survivors: self.survivors(),
+            kernel_kills: self.kernel_kills,
             exit_code: self.exit_code(),
         };
         serde_json::to_writer(&mut *out, &summary)?;

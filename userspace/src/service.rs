@@ -126,3 +126,58 @@ mod tests {
         }
     }
 }
+
+/// What a kill names.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A service by name.
+    Service(String),
+    /// A tracked process and its tagged descendants.
+    Pid(u32),
+    /// A pidfile naming a tracked process (trusted only when root-owned and not writable by
+    /// group or others).
+    Pidfile(std::path::PathBuf),
+}
+
+/// A resolved target: the service, and the root process of the selection.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The service.
+    pub service: Service,
+    /// The main process (service targets) or the named process (PID targets), with its start
+    /// time in /proc ticks.
+    pub root: Option<(u32, u64)>,
+    /// True when only the root and its descendants are selected.
+    pub subtree: bool,
+}
+
+/// Resolves a kill target. A service whose main PID is 1 is refused.
+pub fn resolve_target(tracking: &Tracking, target: &Target) -> Result<Resolved> {
+    let pid = match target {
+        Target::Service(name) => {
+            let service = resolve(tracking, name)?;
+            if service.record.main_pid == 1 {
+                return Err(Error::Refused(format!("service {name}'s main PID is 1")));
+            }
+            let root = (service.record.main_pid != 0).then(|| {
+                (service.record.main_pid, crate::identity::ns_to_ticks(service.record.main_start_ns))
+            });
+            return Ok(Resolved { service, root, subtree: false });
+        }
+        Target::Pid(pid) => *pid,
+        Target::Pidfile(path) => crate::adopt::read_pidfile(path)?,
+    };
+    if pid == 1 {
+        return Err(Error::Refused("PID 1 is never signalled".into()));
+    }
+    let tag = tracking.tag(pid).ok_or(Error::NotTracked(pid))?;
+    let ticks = crate::identity::ns_to_ticks(tag.start_ns);
+    if crate::identity::start_ticks(pid) != Some(ticks) {
+        return Err(Error::NotTracked(pid));
+    }
+    let service = list(tracking)
+        .into_iter()
+        .find(|s| s.id == tag.service_id)
+        .ok_or_else(|| Error::UnknownService(format!("#{}", tag.service_id)))?;
+    Ok(Resolved { service, root: Some((pid, ticks)), subtree: true })
+}

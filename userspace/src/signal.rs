@@ -28,6 +28,9 @@ impl Signal {
     pub const CONT: Signal = Signal(18);
     /// SIGSTOP.
     pub const STOP: Signal = Signal(19);
+    /// SIGINT (used by tests).
+    #[cfg(test)]
+    pub const INT_FOR_TESTS: Signal = Signal(2);
 
     /// The lowest real-time signal available to applications (glibc reserves two).
     pub fn rtmin() -> i32 {

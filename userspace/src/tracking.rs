@@ -15,9 +15,9 @@ use aya::{
         links::{FdLink, PinnedLink},
         RawTracePoint,
     },
-    EbpfLoader,
+    Ebpf, EbpfLoader,
 };
-use bpfkill_common::{maps, programs, stat, ServiceRecord, Tag, ABI_VERSION};
+use bpfkill_common::{maps, programs, stat, tag_flags, Ghost, ServiceRecord, Tag, ABI_VERSION};
 
 use crate::{
     error::{Error, Result},
@@ -253,7 +253,13 @@ pub struct Tracking {
     tags: HashMap<MapData, u32, Tag>,
     services: HashMap<MapData, u32, ServiceRecord>,
     stats: PerCpuArray<MapData, u64>,
+    ghosts: HashMap<MapData, u32, Ghost>,
     max_tags: u32,
+}
+
+/// Doom mode, armed: the `sys_exit` program is attached while this lives.
+pub struct Doom {
+    _ebpf: Ebpf,
 }
 
 impl Tracking {
@@ -272,13 +278,9 @@ impl Tracking {
             .map_err(|e| Error::map("service map", e))?;
         let stats = PerCpuArray::try_from(Map::PerCpuArray(open_map(paths, maps::STATS)?))
             .map_err(|e| Error::map("stats map", e))?;
-        Ok(Self {
-            paths: paths.clone(),
-            tags,
-            services,
-            stats,
-            max_tags,
-        })
+        let ghosts = HashMap::try_from(Map::LruHashMap(open_map(paths, maps::GHOSTS)?))
+            .map_err(|e| Error::map("ghost map", e))?;
+        Ok(Self { paths: paths.clone(), tags, services, stats, ghosts, max_tags })
     }
 
     /// The pin tree this instance lives in.
@@ -322,6 +324,39 @@ impl Tracking {
         self.tags
             .insert(pid, tag, 0)
             .map_err(|e| Error::map(format!("tag process {pid}"), e))
+    }
+
+    /// Marks the tagged process `pid` (whose tag is `tag`) doomed: from now on the kernel kills
+    /// it when it forks or returns from a system call (while doom mode is armed), and dooms the
+    /// children it creates.
+    pub fn doom(&mut self, pid: u32, tag: &Tag) -> Result<()> {
+        let doomed = Tag { flags: tag.flags | tag_flags::DOOMED, ..*tag };
+        self.set_tag(pid, &doomed)
+    }
+
+    /// Attaches the doom program for as long as the returned guard lives. It shares the pinned
+    /// maps; it is never pinned, so it is detached even if bpfkill dies.
+    pub fn arm_doom(&self) -> Result<Doom> {
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(self.paths.maps_dir())
+            .load(OBJECT)
+            .map_err(|e| ebpf_error("load the doom program", e))?;
+        let (name, tracepoint) = programs::DOOM;
+        let program: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| Error::Ebpf(format!("program {name} missing from the object")))?
+            .try_into()
+            .map_err(|e| ebpf_error(&format!("program {name}"), e))?;
+        program.load().map_err(|e| ebpf_error(&format!("load {name}"), e))?;
+        program
+            .attach(tracepoint)
+            .map_err(|e| ebpf_error(&format!("attach {name} to raw tracepoint {tracepoint}"), e))?;
+        Ok(Doom { _ebpf: ebpf })
+    }
+
+    /// The ghost of an exited tagged process, if still remembered.
+    pub fn ghost(&self, pid: u32) -> Option<Ghost> {
+        self.ghosts.get(&pid, 0).ok()
     }
 
     /// Every registered service.

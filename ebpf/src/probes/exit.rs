@@ -9,11 +9,11 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use bpfkill_common::{event_kind, stat};
+use bpfkill_common::{event_kind, stat, Ghost};
 
 use crate::{
     kernel::{ReadError, Task, LAYOUT},
-    maps::{count, reserve_event, TAGS},
+    maps::{count, reserve_event, GHOSTS, TAGS},
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
@@ -51,6 +51,19 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         return Ok(());
     }
     count(stat::EXITS);
+    let status = task.exit_code(&layout).unwrap_or(0);
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let ghost = Ghost {
+        service_id: tag.service_id,
+        exit_status: status,
+        start_ns: tag.start_ns,
+        creator_pid: tag.creator_pid,
+        flags: tag.flags,
+        creator_start_ns: tag.creator_start_ns,
+        exit_ns: now,
+    };
+    // Best effort: the LRU map evicts old ghosts rather than failing.
+    let _ = GHOSTS.insert(&pid, &ghost, 0);
 
     let Some(mut entry) = reserve_event() else {
         return Ok(());
@@ -60,7 +73,6 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         .real_parent(&layout)
         .and_then(|p| p.tgid(&layout))
         .unwrap_or(0);
-    let status = task.exit_code(&layout).unwrap_or(0);
     // SAFETY: `ev` points at a reserved, exclusively owned record.
     unsafe {
         (*ev).kind = event_kind::EXIT;
@@ -69,7 +81,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         (*ev).creator_pid = tag.creator_pid;
         (*ev).service_id = tag.service_id;
         (*ev).exit_status = status;
-        (*ev).time_ns = bpf_ktime_get_boot_ns();
+        (*ev).time_ns = now;
         (*ev).start_ns = tag.start_ns;
         (*ev).cgroup_id = bpf_get_current_cgroup_id();
         (*ev).clone_flags = 0;

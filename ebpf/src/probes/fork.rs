@@ -5,6 +5,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        generated::bpf_send_signal,
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -18,6 +19,7 @@ use crate::{
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const CLONE_PARENT: u64 = 0x0000_8000;
+const SIGKILL: u32 = 9;
 
 #[raw_tracepoint(tracepoint = "task_newtask")]
 pub fn bpfkill_fork(ctx: RawTracePointContext) -> i32 {
@@ -60,6 +62,15 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     let mut flags = tag_flags::FORKED;
     if clone_flags & CLONE_PARENT != 0 {
         flags |= tag_flags::CLONE_PARENT;
+    }
+    if creator_tag.flags & tag_flags::DOOMED != 0 {
+        // A kill is in progress: the creator dies now, and the child inherits the doom (the
+        // doom program kills it when it returns from fork, before any user instruction).
+        flags |= tag_flags::DOOMED;
+        // SAFETY: the helper signals the current process; no preconditions.
+        if unsafe { bpf_send_signal(SIGKILL) } == 0 {
+            count(stat::DOOM_KILLS);
+        }
     }
     let tag = Tag {
         service_id: creator_tag.service_id,

@@ -1,4 +1,5 @@
 //! One program per hook.
+mod doom;
 mod exec;
 mod exit;
 mod fork;

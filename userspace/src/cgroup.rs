@@ -1,0 +1,155 @@
+//! cgroups as a second source of evidence. bpfkill never assumes systemd or a per-service
+//! cgroup: a service's cgroup is used only when it is dedicated to it (a systemd unit's
+//! `*.service`/`*.scope` cgroup, or one named with `--cgroup`), never a hierarchy root or a
+//! cgroup shared with PID 1 or with bpfkill itself. Works on v1, v2 and mixed layouts.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use procfs::process::Process;
+
+use crate::error::{Error, Result};
+
+/// Mount point of the cgroup v2 hierarchy, if one is mounted.
+pub fn v2_mount() -> Option<PathBuf> {
+    let mounts = Process::myself().ok()?.mountinfo().ok()?;
+    mounts.into_iter().find(|m| m.fs_type == "cgroup2").map(|m| m.mount_point)
+}
+
+/// Mount points of every cgroup hierarchy (v1 and v2).
+pub fn all_mounts() -> Vec<PathBuf> {
+    let Some(mounts) = Process::myself().ok().and_then(|p| p.mountinfo().ok()) else {
+        return Vec::new();
+    };
+    mounts.into_iter().filter(|m| m.fs_type == "cgroup2" || m.fs_type == "cgroup").map(|m| m.mount_point).collect()
+}
+
+/// The v2 cgroup path of a process (relative to the v2 mount), if any.
+pub fn v2_path(pid: u32) -> Option<String> {
+    let cgroups = Process::new(pid as i32).ok()?.cgroups().ok()?;
+    cgroups.into_iter().find(|c| c.hierarchy == 0).map(|c| c.pathname)
+}
+
+/// The cgroup v2 id of a process (what `bpf_get_current_cgroup_id` returns), if any.
+pub fn v2_id(pid: u32, mount: &Path) -> Option<u64> {
+    let path = v2_path(pid)?;
+    id_of(&mount.join(path.trim_start_matches('/')))
+}
+
+/// The id of a cgroup directory (its inode number).
+pub fn id_of(dir: &Path) -> Option<u64> {
+    fs::metadata(dir).ok().map(|m| m.ino())
+}
+
+/// Every process in `dir` and its sub-cgroups.
+pub fn members(dir: &Path) -> Result<BTreeSet<u32>> {
+    let mut out = BTreeSet::new();
+    collect_members(dir, &mut out, 0)?;
+    Ok(out)
+}
+
+fn collect_members(dir: &Path, out: &mut BTreeSet<u32>, depth: usize) -> Result<()> {
+    let procs = dir.join("cgroup.procs");
+    let text = fs::read_to_string(&procs).map_err(|e| Error::io(format!("read {}", procs.display()), e))?;
+    out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    if depth >= 64 {
+        return Ok(());
+    }
+    let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            // A sub-cgroup that vanished while walking is simply empty.
+            let _ = collect_members(&entry.path(), out, depth + 1);
+        }
+    }
+    Ok(())
+}
+
+/// A cgroup accepted as belonging to one service only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedicated {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Where it came from: `--cgroup` or `systemd unit`.
+    pub source: &'static str,
+}
+
+/// Checks that `dir` is a cgroup that can be dedicated to a service: a cgroup directory, not
+/// a hierarchy root, and not holding PID 1 or any of `protected` (bpfkill and its ancestors).
+pub fn check_dedicated(dir: &Path, protected: &[u32]) -> Result<()> {
+    let dir = fs::canonicalize(dir).map_err(|e| Error::io(format!("cgroup {}", dir.display()), e))?;
+    if !dir.join("cgroup.procs").is_file() {
+        return Err(Error::Usage(format!("{} is not a cgroup directory", dir.display())));
+    }
+    if all_mounts().contains(&dir) {
+        return Err(Error::Refused(format!("{} is a hierarchy's root cgroup, shared by every process", dir.display())));
+    }
+    let members = members(&dir)?;
+    if members.contains(&1) {
+        return Err(Error::Refused(format!("cgroup {} holds PID 1: it is shared, not a service's", dir.display())));
+    }
+    if let Some(p) = protected.iter().find(|p| members.contains(p)) {
+        return Err(Error::Refused(format!(
+            "cgroup {} holds bpfkill or its ancestor (PID {p}): it is shared, not a service's",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The systemd unit cgroup of `pid` (`…/NAME.service` or `…/NAME.scope` in the v2 or the
+/// `name=systemd` hierarchy), when systemd runs and the process has one.
+pub fn systemd_unit_cgroup(pid: u32) -> Option<PathBuf> {
+    if !Path::new("/run/systemd/system").is_dir() {
+        return None;
+    }
+    let proc_ = Process::new(pid as i32).ok()?;
+    let mounts = proc_.mountinfo().ok()?;
+    for cg in proc_.cgroups().ok()? {
+        let is_unit = |p: &str| {
+            let leaf = p.rsplit('/').next().unwrap_or("");
+            (leaf.ends_with(".service") || leaf.ends_with(".scope")) && leaf != "init.scope"
+        };
+        if !is_unit(&cg.pathname) {
+            continue;
+        }
+        let mount = if cg.hierarchy == 0 {
+            mounts.iter().find(|m| m.fs_type == "cgroup2")
+        } else if cg.controllers.iter().any(|c| c == "name=systemd") {
+            mounts.iter().find(|m| m.fs_type == "cgroup" && m.super_options.contains_key("name=systemd"))
+        } else {
+            None
+        };
+        if let Some(m) = mount {
+            return Some(m.mount_point.join(cg.pathname.trim_start_matches('/')));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cgroup_is_readable() {
+        let me = std::process::id();
+        if let Some(mount) = v2_mount() {
+            assert!(v2_path(me).is_some());
+            assert!(v2_id(me, &mount).is_some());
+        }
+    }
+
+    #[test]
+    fn hierarchy_roots_are_refused() {
+        for m in all_mounts() {
+            if m.join("cgroup.procs").is_file() {
+                assert!(check_dedicated(&m, &[]).is_err(), "{} accepted", m.display());
+            }
+        }
+    }
+}

@@ -36,6 +36,12 @@ pub mod maps {
     /// `LruHashMap<u32 tgid, Ghost>`: recently exited tagged processes, so lineage can be
     /// followed through creators that are gone.
     pub const GHOSTS: &str = "BPFKILL_GHOSTS";
+    /// `HashMap<u32 service id, u64 expiry>`: services being SIGKILLed as a whole; every
+    /// tagged process of one is killed in the kernel until the entry expires (boot-time ns),
+    /// so a crashed kill never leaves a service doomed.
+    pub const DOOMED_SERVICES: &str = "BPFKILL_DOOMED_SERVICES";
+    /// `Array<KernelLayout>` with one entry: the layout the loaded programs use.
+    pub const LAYOUT: &str = "BPFKILL_LAYOUT";
 }
 
 /// Capacity of the ghost map (least recently written entries are evicted first).
@@ -107,6 +113,9 @@ pub mod tag_flags {
     /// A SIGKILL is in progress for this process: the kernel kills it when it forks or
     /// returns from a system call, and dooms every child it manages to create.
     pub const DOOMED: u32 = 1 << 6;
+    /// Never killed in the kernel, even when its service is doomed: bpfkill marks its own
+    /// ancestors (and itself) with this before dooming a service they belong to.
+    pub const SPARED: u32 = 1 << 7;
 }
 
 /// A tagged process that has exited, kept (LRU-bounded) so that the lineage of its

@@ -4,7 +4,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     Global,
 };
-use bpfkill_common::KernelLayout;
+use bpfkill_common::{tag_flags, KernelLayout, Tag};
 
 /// Structure offsets for the running kernel, set by the loader.
 #[unsafe(no_mangle)]
@@ -92,12 +92,13 @@ pub fn read_bprm_filename(bprm: *const u8, l: &KernelLayout, dst: &mut [u8]) -> 
         .map_err(|e| e as ReadError)
 }
 
-/// True when two start times name the same clock tick (what /proc can tell apart).
+/// True when `actual_ns` (a running process's start) is the start recorded in `tag`: exactly
+/// for tags the kernel wrote, at /proc's clock-tick precision for tags written from /proc.
 #[inline(always)]
-pub fn same_start(a: u64, b: u64, l: &KernelLayout) -> bool {
+pub fn is_tagged_start(actual_ns: u64, tag: &Tag, l: &KernelLayout) -> bool {
     let tick = l.ns_per_tick as u64;
-    if tick == 0 {
-        return a == b;
+    if tag.flags & tag_flags::START_FROM_PROC == 0 || tick == 0 {
+        return actual_ns == tag.start_ns;
     }
-    a / tick == b / tick
+    actual_ns / tick == tag.start_ns / tick
 }

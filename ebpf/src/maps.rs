@@ -3,10 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use bpfkill_common::{
-    stat, Event, Ghost, ServiceRecord, Tag, DEFAULT_MAX_TAGS, EVENTS_BYTES, MAX_GHOSTS, MAX_SERVICES,
+    stat, tag_flags, Event, Ghost, KernelLayout, ServiceRecord, Tag, DEFAULT_MAX_TAGS, EVENTS_BYTES,
+    MAX_GHOSTS, MAX_SERVICES,
 };
 
 /// Every live tagged process, keyed by tgid. Userspace may resize it at load time.
@@ -20,6 +21,14 @@ pub static SERVICES: HashMap<u32, ServiceRecord> = HashMap::pinned(MAX_SERVICES,
 /// Recently exited tagged processes (lineage through dead creators).
 #[map(name = "BPFKILL_GHOSTS")]
 pub static GHOSTS: LruHashMap<u32, Ghost> = LruHashMap::pinned(MAX_GHOSTS, 0);
+
+/// Services being SIGKILLed as a whole, with the boot-time ns at which the doom expires.
+#[map(name = "BPFKILL_DOOMED_SERVICES")]
+pub static DOOMED_SERVICES: HashMap<u32, u64> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// The layout the programs were loaded with (for userspace: status, the doom program).
+#[map(name = "BPFKILL_LAYOUT")]
+pub static LAYOUT_MAP: Array<KernelLayout> = Array::pinned(1, 0);
 
 /// Counters, indexed by `bpfkill_common::stat`.
 #[map(name = "BPFKILL_STATS")]
@@ -48,5 +57,22 @@ pub fn reserve_event() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<Event>> 
             count(stat::EVENTS_LOST);
             None
         }
+    }
+}
+
+/// True when the process with this tag must die in the kernel now: its tag is doomed, or its
+/// service is doomed (and the doom has not expired), and it is not spared.
+#[inline(always)]
+pub fn is_doomed(tag: &Tag, now_ns: u64) -> bool {
+    if tag.flags & tag_flags::SPARED != 0 {
+        return false;
+    }
+    if tag.flags & tag_flags::DOOMED != 0 {
+        return true;
+    }
+    // SAFETY: the value is read by copy.
+    match unsafe { DOOMED_SERVICES.get(&tag.service_id) } {
+        Some(&expiry) => now_ns < expiry,
+        None => false,
     }
 }

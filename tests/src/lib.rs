@@ -305,3 +305,126 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Live (non-zombie) processes whose command line contains the word `marker`.
+pub fn marker_survivors(marker: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if cmdline.split(|b| *b == 0).any(|w| w == marker.as_bytes()) && is_alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The state letter of a process (`R`, `S`, `T`, `Z`, ...).
+pub fn state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
+}
+
+/// Polls `check` until it holds or `timeout` passes. Only for conditions the kernel offers no
+/// event for (another process's stop state, a cgroup's process count).
+pub fn poll_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A cgroup made for one test; its processes are killed and it is removed on drop.
+pub struct TempCgroup {
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+impl TempCgroup {
+    /// Creates `name` under the hierarchy mounted at `mount`.
+    pub fn create(mount: &std::path::Path, name: &str) -> Self {
+        let dir = mount.join(name);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        Self { dir }
+    }
+
+    /// PIDs in the cgroup.
+    pub fn procs(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for TempCgroup {
+    fn drop(&mut self) {
+        // Stop any forking (pids cgroups), kill whatever is left until nothing is, then
+        // remove the directory once it is empty (reaping is asynchronous, with no event).
+        let _ = std::fs::write(self.dir.join("pids.max"), "0");
+        poll_until(Duration::from_secs(300), || {
+            let procs = self.procs();
+            for &pid in &procs {
+                if let Ok(fd) = open_pidfd(pid) {
+                    let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+                }
+            }
+            procs.is_empty() && std::fs::remove_dir(&self.dir).is_ok()
+        });
+    }
+}
+
+/// Mount point of a cgroup hierarchy that offers the pids controller (v1 `pids`, or v2 when
+/// it is enabled for children of the root), or why there is none.
+pub fn pids_hierarchy() -> Result<PathBuf, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount_point = left.split_whitespace().nth(4).unwrap_or("");
+        let mut r = right.split_whitespace();
+        let fstype = r.next().unwrap_or("");
+        let super_opts = r.nth(1).unwrap_or("");
+        if fstype == "cgroup" && super_opts.split(',').any(|o| o == "pids") {
+            return Ok(PathBuf::from(mount_point));
+        }
+        if fstype == "cgroup2" {
+            let control =
+                std::fs::read_to_string(format!("{mount_point}/cgroup.subtree_control")).unwrap_or_default();
+            if control.split_whitespace().any(|c| c == "pids") {
+                return Ok(PathBuf::from(mount_point));
+            }
+        }
+    }
+    Err("no cgroup hierarchy with the pids controller is mounted".into())
+}
+
+/// Mount point of the cgroup v2 hierarchy.
+pub fn v2_hierarchy() -> Result<PathBuf, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split_once(" - "))
+        .find(|(_, r)| r.starts_with("cgroup2 "))
+        .map(|(l, _)| PathBuf::from(l.split_whitespace().nth(4).unwrap_or("")))
+        .ok_or_else(|| "no cgroup v2 hierarchy is mounted".into())
+}

@@ -142,14 +142,16 @@ fn tracking_survives_daemon_kill9_and_restart() {
 }
 
 /// Makes the next process created on the machine get PID `pid` (via ns_last_pid) and starts
-/// an unrelated `forker` there; retries when another process takes the number first.
-fn spawn_at_pid(pid: u32) -> Option<Tree> {
-    for _ in 0..50 {
+/// an unrelated `forker` there; retries when another process takes the number first, or when
+/// it starts in the same clock tick as `old_start_ticks` (/proc cannot tell two processes
+/// started in one tick apart; see README).
+fn spawn_at_pid(pid: u32, old_start_ticks: u64) -> Option<Tree> {
+    for _ in 0..200 {
         std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
         let mut cmd = Command::new(bpfkill_tests::forker_bin());
         cmd.arg("forker");
         let tree = Tree::spawn(cmd);
-        if tree.pid("pid") == pid {
+        if tree.pid("pid") == pid && bpfkill::identity::start_ticks(pid) != Some(old_start_ticks) {
             return Some(tree);
         }
     }
@@ -173,7 +175,7 @@ fn recycled_pid_number_is_not_signalled() {
     tree.child.wait().unwrap();
     tree.pids.clear();
     assert!(tracking.tag(pid).is_none(), "exit must remove the tag");
-    let Some(mut stranger) = spawn_at_pid(pid) else {
+    let Some(mut stranger) = spawn_at_pid(pid, bpfkill::identity::ns_to_ticks(old_tag.start_ns)) else {
         eprintln!("SKIPPED: could not get PID {pid} reused (busy machine)");
         return;
     };

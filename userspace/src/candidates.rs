@@ -92,10 +92,15 @@ pub struct Selection {
 /// ghosts of exited processes, checking start times at every step.
 fn creator_of(tracking: &Tracking, tags: &HashMap<u32, Tag>, pid: u32, start_ns: u64) -> Option<(u32, u64)> {
     let ticks = identity::ns_to_ticks(start_ns);
-    if let Some(t) = tags.get(&pid).filter(|t| identity::ns_to_ticks(t.start_ns) == ticks) {
+    if let Some(t) = tags
+        .get(&pid)
+        .filter(|t| identity::ns_to_ticks(t.start_ns) == ticks)
+    {
         return (t.creator_pid != 0).then_some((t.creator_pid, t.creator_start_ns));
     }
-    let g = tracking.ghost(pid).filter(|g| identity::ns_to_ticks(g.start_ns) == ticks)?;
+    let g = tracking
+        .ghost(pid)
+        .filter(|g| identity::ns_to_ticks(g.start_ns) == ticks)?;
     (g.creator_pid != 0).then_some((g.creator_pid, g.creator_start_ns))
 }
 
@@ -120,13 +125,15 @@ fn descends_by_lineage(
     false
 }
 
-/// Every live process and its parent.
+/// Every live (not zombie) process, with its parent and start time.
 pub fn parent_map() -> HashMap<u32, (u32, u64)> {
     let mut map = HashMap::new();
     if let Ok(procs) = procfs::process::all_processes() {
         for p in procs.flatten() {
             if let Ok(stat) = p.stat() {
-                map.insert(stat.pid as u32, (stat.ppid as u32, stat.starttime));
+                if !identity::is_dead(&stat) {
+                    map.insert(stat.pid as u32, (stat.ppid as u32, stat.starttime));
+                }
             }
         }
     }
@@ -182,7 +189,9 @@ pub fn collect(tracking: &Tracking, sel: &Selection) -> Result<Vec<Candidate>> {
                 continue;
             }
         }
-        add(pid, identity::ns_to_ticks(tag.start_ns), Some(*tag), &|e| e.tag = true);
+        add(pid, identity::ns_to_ticks(tag.start_ns), Some(*tag), &|e| {
+            e.tag = true
+        });
     }
     if let (Some((root_pid, root_ticks)), true) = (root, root_alive) {
         add(root_pid, root_ticks, None, &|e| e.proc = true);
@@ -221,7 +230,9 @@ pub fn annotate_escapes(cands: &mut [Candidate], root: Option<(u32, u64)>) {
     let ctx = escape::Context { main: main.as_ref() };
     for c in cands.iter_mut() {
         let Some(tag) = c.tag else { continue };
-        let Some(facts) = escape::Facts::read(c.pid, v2.as_deref()) else { continue };
+        let Some(facts) = escape::Facts::read(c.pid, v2.as_deref()) else {
+            continue;
+        };
         let creator = (tag.creator_pid != 0)
             .then(|| escape::Facts::read(tag.creator_pid, v2.as_deref()))
             .flatten();
@@ -238,9 +249,19 @@ mod tests {
 
     #[test]
     fn descendants_from_parent_map() {
-        let parents: HashMap<u32, (u32, u64)> =
-            [(10, (1, 0)), (11, (10, 0)), (12, (11, 0)), (13, (1, 0)), (14, (13, 0))].into_iter().collect();
-        let mut d: Vec<u32> = proc_descendants(10, &parents).into_iter().map(|(p, _)| p).collect();
+        let parents: HashMap<u32, (u32, u64)> = [
+            (10, (1, 0)),
+            (11, (10, 0)),
+            (12, (11, 0)),
+            (13, (1, 0)),
+            (14, (13, 0)),
+        ]
+        .into_iter()
+        .collect();
+        let mut d: Vec<u32> = proc_descendants(10, &parents)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
         d.sort();
         assert_eq!(d, vec![11, 12]);
         assert!(proc_descendants(14, &parents).is_empty());
@@ -248,7 +269,11 @@ mod tests {
 
     #[test]
     fn evidence_names() {
-        let e = Evidence { tag: true, cgroup: false, proc: true };
+        let e = Evidence {
+            tag: true,
+            cgroup: false,
+            proc: true,
+        };
         assert_eq!(e.names(), vec!["tag", "proc"]);
     }
 }

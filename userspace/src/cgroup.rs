@@ -17,7 +17,10 @@ use crate::error::{Error, Result};
 /// Mount point of the cgroup v2 hierarchy, if one is mounted.
 pub fn v2_mount() -> Option<PathBuf> {
     let mounts = Process::myself().ok()?.mountinfo().ok()?;
-    mounts.into_iter().find(|m| m.fs_type == "cgroup2").map(|m| m.mount_point)
+    mounts
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup2")
+        .map(|m| m.mount_point)
 }
 
 /// Mount points of every cgroup hierarchy (v1 and v2).
@@ -25,7 +28,11 @@ pub fn all_mounts() -> Vec<PathBuf> {
     let Some(mounts) = Process::myself().ok().and_then(|p| p.mountinfo().ok()) else {
         return Vec::new();
     };
-    mounts.into_iter().filter(|m| m.fs_type == "cgroup2" || m.fs_type == "cgroup").map(|m| m.mount_point).collect()
+    mounts
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup2" || m.fs_type == "cgroup")
+        .map(|m| m.mount_point)
+        .collect()
 }
 
 /// The v2 cgroup path of a process (relative to the v2 mount), if any.
@@ -59,7 +66,9 @@ fn collect_members(dir: &Path, out: &mut BTreeSet<u32>, depth: usize) -> Result<
     if depth >= 64 {
         return Ok(());
     }
-    let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
     for entry in entries.flatten() {
         if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             // A sub-cgroup that vanished while walking is simply empty.
@@ -83,14 +92,23 @@ pub struct Dedicated {
 pub fn check_dedicated(dir: &Path, protected: &[u32]) -> Result<()> {
     let dir = fs::canonicalize(dir).map_err(|e| Error::io(format!("cgroup {}", dir.display()), e))?;
     if !dir.join("cgroup.procs").is_file() {
-        return Err(Error::Usage(format!("{} is not a cgroup directory", dir.display())));
+        return Err(Error::Usage(format!(
+            "{} is not a cgroup directory",
+            dir.display()
+        )));
     }
     if all_mounts().contains(&dir) {
-        return Err(Error::Refused(format!("{} is a hierarchy's root cgroup, shared by every process", dir.display())));
+        return Err(Error::Refused(format!(
+            "{} is a hierarchy's root cgroup, shared by every process",
+            dir.display()
+        )));
     }
     let members = members(&dir)?;
     if members.contains(&1) {
-        return Err(Error::Refused(format!("cgroup {} holds PID 1: it is shared, not a service's", dir.display())));
+        return Err(Error::Refused(format!(
+            "cgroup {} holds PID 1: it is shared, not a service's",
+            dir.display()
+        )));
     }
     if let Some(p) = protected.iter().find(|p| members.contains(p)) {
         return Err(Error::Refused(format!(
@@ -120,7 +138,9 @@ pub fn systemd_unit_cgroup(pid: u32) -> Option<PathBuf> {
         let mount = if cg.hierarchy == 0 {
             mounts.iter().find(|m| m.fs_type == "cgroup2")
         } else if cg.controllers.iter().any(|c| c == "name=systemd") {
-            mounts.iter().find(|m| m.fs_type == "cgroup" && m.super_options.contains_key("name=systemd"))
+            mounts
+                .iter()
+                .find(|m| m.fs_type == "cgroup" && m.super_options.contains_key("name=systemd"))
         } else {
             None
         };

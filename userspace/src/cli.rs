@@ -218,10 +218,24 @@ fn init_logging(verbose: u8, daemon: bool) {
 pub fn main() -> anyhow::Result<u8> {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One line: clap's first line, without its multi-line usage and tips.
+            let rendered = e.render().to_string();
+            let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut msg = lines
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ")
+                .to_string();
+            if msg.ends_with(':') {
+                msg = format!("{msg} {}", lines.next().unwrap_or_default());
+            }
+            eprintln!("bpfkill: {msg} (see --help)");
+            return Ok(exit::USAGE);
+        }
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
             let _ = e.print();
-            return Ok(code);
+            return Ok(exit::OK);
         }
     };
     init_logging(cli.verbose, matches!(cli.command, Some(Command::Daemon(_))));
@@ -317,7 +331,10 @@ pub fn main() -> anyhow::Result<u8> {
 
 fn do_kill(paths: &PinPaths, args: &KillArgs, out: &mut impl Write) -> anyhow::Result<u8> {
     let Some(target) = args.target() else {
-        return Err(Error::Usage("nothing to signal: give --service NAME, --pid PID or --pidfile FILE".into()).into());
+        return Err(Error::Usage(
+            "nothing to signal: give --service NAME, --pid PID or --pidfile FILE".into(),
+        )
+        .into());
     };
     let request = kill::KillRequest {
         target,

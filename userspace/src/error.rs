@@ -111,7 +111,9 @@ impl Error {
         match self {
             Error::NotLoaded(_) => exit::NOT_LOADED,
             Error::Usage(_) | Error::Refused(_) => exit::USAGE,
-            Error::UnknownService(_) | Error::NoSuchProcess(_) | Error::NotTracked(_) => exit::NOTHING_MATCHED,
+            Error::UnknownService(_) | Error::NoSuchProcess(_) | Error::NotTracked(_) => {
+                exit::NOTHING_MATCHED
+            }
             Error::Permission(_) => exit::NO_PERMISSION,
             Error::Exec { source, .. } if source.kind() == io::ErrorKind::NotFound => exit::NOT_FOUND,
             Error::Exec { .. } => exit::CANNOT_EXECUTE,

@@ -63,9 +63,10 @@ impl Facts {
         Some(Self {
             ppid: stat.ppid as u32,
             sid: stat.session as u32,
-            pidns: p.namespaces().ok().and_then(|ns| {
-                ns.0.get(std::ffi::OsStr::new("pid")).map(|n| n.identifier)
-            }),
+            pidns: p
+                .namespaces()
+                .ok()
+                .and_then(|ns| ns.0.get(std::ffi::OsStr::new("pid")).map(|n| n.identifier)),
             cgroup_id: cgroup_v2.and_then(|m| crate::cgroup::v2_id(pid, m)),
             comm: stat.comm,
             exe: p.exe().ok().map(|e| e.to_string_lossy().into_owned()),
@@ -108,7 +109,7 @@ pub fn reasons(tag: &Tag, facts: &Facts, creator: Option<&Facts>, ctx: &Context<
             out.push(Reason::Renamed);
         }
     }
-    if tag.flags & tag_flags::EXECED != 0 {
+    if forked && tag.flags & tag_flags::EXECED != 0 {
         let same_as_creator = match (creator.and_then(|c| c.exe.as_ref()), &facts.exe) {
             (Some(c), Some(me)) => c == me,
             _ => false,
@@ -125,12 +126,24 @@ mod tests {
     use super::*;
 
     fn facts(ppid: u32, sid: u32, comm: &str, exe: &str) -> Facts {
-        Facts { ppid, sid, pidns: Some(1), cgroup_id: Some(10), comm: comm.into(), exe: Some(exe.into()) }
+        Facts {
+            ppid,
+            sid,
+            pidns: Some(1),
+            cgroup_id: Some(10),
+            comm: comm.into(),
+            exe: Some(exe.into()),
+        }
     }
 
     #[test]
     fn each_reason() {
-        let tag = Tag { flags: tag_flags::FORKED, creator_pid: 5, cgroup_id: 10, ..Tag::default() };
+        let tag = Tag {
+            flags: tag_flags::FORKED,
+            creator_pid: 5,
+            cgroup_id: 10,
+            ..Tag::default()
+        };
         let main = facts(1, 100, "svc", "/usr/bin/svc");
         let ctx = Context { main: Some(&main) };
         assert!(reasons(&tag, &facts(5, 100, "svc", "/usr/bin/svc"), None, &ctx).is_empty());
@@ -139,11 +152,31 @@ mod tests {
         let mut moved = facts(5, 100, "svc", "/usr/bin/svc");
         moved.cgroup_id = Some(11);
         moved.pidns = Some(2);
-        assert_eq!(reasons(&tag, &moved, None, &ctx), vec![Reason::LeftCgroup, Reason::NewPidns]);
-        let execed = Tag { flags: tag_flags::FORKED | tag_flags::EXECED, ..tag };
+        assert_eq!(
+            reasons(&tag, &moved, None, &ctx),
+            vec![Reason::LeftCgroup, Reason::NewPidns]
+        );
+        let execed = Tag {
+            flags: tag_flags::FORKED | tag_flags::EXECED,
+            ..tag
+        };
+        let main_execed = Tag {
+            flags: tag_flags::MAIN | tag_flags::EXECED,
+            ..Tag::default()
+        };
+        assert!(reasons(&main_execed, &facts(1, 100, "sh", "/bin/sh"), None, &ctx).is_empty());
         let creator = facts(1, 100, "svc", "/usr/bin/svc");
-        assert!(reasons(&execed, &facts(5, 100, "svc", "/usr/bin/svc"), Some(&creator), &ctx).is_empty());
-        assert_eq!(reasons(&execed, &facts(5, 100, "sh", "/bin/sh"), Some(&creator), &ctx), vec![Reason::Exec]);
+        assert!(reasons(
+            &execed,
+            &facts(5, 100, "svc", "/usr/bin/svc"),
+            Some(&creator),
+            &ctx
+        )
+        .is_empty());
+        assert_eq!(
+            reasons(&execed, &facts(5, 100, "sh", "/bin/sh"), Some(&creator), &ctx),
+            vec![Reason::Exec]
+        );
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     stat(pid).map(|s| s.starttime)
 }
 
+/// True when the process has exited, though it still has a /proc entry: a zombie with no
+/// live thread. (A leader that exited before its other threads shows `Z` too, but its process
+/// lives on in them.)
+pub fn is_dead(stat: &Stat) -> bool {
+    matches!(stat.state, 'Z' | 'X' | 'x') && stat.num_threads <= 1
+}
+
 /// True when a tag's start time names the process whose /proc start time is `ticks`.
 pub fn matches(tag_start_ns: u64, ticks: u64) -> bool {
     ns_to_ticks(tag_start_ns) == ticks

@@ -58,19 +58,30 @@ fn dedicated_cgroup(target: &Resolved, explicit: Option<&Path>, guard: &Guard) -
     let protected = guard.protected_pids();
     if let Some(dir) = explicit {
         if target.subtree {
-            return Err(Error::Usage("--cgroup goes with --service, not with --pid".into()));
+            return Err(Error::Usage(
+                "--cgroup goes with --service, not with --pid".into(),
+            ));
         }
         cgroup::check_dedicated(dir, &protected)?;
-        let dir = std::fs::canonicalize(dir).map_err(|e| Error::io(format!("cgroup {}", dir.display()), e))?;
-        return Ok(Some(Dedicated { dir, source: "--cgroup" }));
+        let dir =
+            std::fs::canonicalize(dir).map_err(|e| Error::io(format!("cgroup {}", dir.display()), e))?;
+        return Ok(Some(Dedicated {
+            dir,
+            source: "--cgroup",
+        }));
     }
     if target.subtree {
         return Ok(None);
     }
-    let Some((main, _)) = target.root else { return Ok(None) };
+    let Some((main, _)) = target.root else {
+        return Ok(None);
+    };
     Ok(cgroup::systemd_unit_cgroup(main)
         .filter(|dir| cgroup::check_dedicated(dir, &protected).is_ok())
-        .map(|dir| Dedicated { dir, source: "systemd unit" }))
+        .map(|dir| Dedicated {
+            dir,
+            source: "systemd unit",
+        }))
 }
 
 struct Kill<'a> {
@@ -84,6 +95,13 @@ struct Kill<'a> {
 
 /// Runs a kill.
 pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
+    // A fork bomb leaves a normal-priority process almost no CPU: a kill that may SIGKILL runs
+    // at real-time priority (it blocks in poll whenever it waits).
+    let _rt = req
+        .schedule
+        .steps
+        .contains(&Step::Send(Signal::KILL))
+        .then(RealTime::enter);
     let target = service::resolve_target(tracking, &req.target)?;
     let guard = Guard::new();
     let cgroup = dedicated_cgroup(&target, req.cgroup.as_deref(), &guard)?;
@@ -102,8 +120,19 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
     let mut report = KillReport::new(&target.service.name, first);
     report.dry_run = req.dry_run;
     report.waited = req.schedule.waits() && !req.dry_run;
-    let sel = Selection { target, whom: req.whom, cgroup };
-    let mut k = Kill { tracking, sel, guard, report, index: HashMap::new(), live: Vec::new() };
+    let sel = Selection {
+        target,
+        whom: req.whom,
+        cgroup,
+    };
+    let mut k = Kill {
+        tracking,
+        sel,
+        guard,
+        report,
+        index: HashMap::new(),
+        live: Vec::new(),
+    };
 
     if req.dry_run {
         k.dry_run()?;
@@ -138,7 +167,8 @@ impl Kill<'_> {
     fn fresh_candidates(&self) -> Result<Vec<Candidate>> {
         let mut c = self.collect()?;
         c.retain(|c| {
-            !self.index.contains_key(&(c.pid, c.start_ticks)) && identity::start_ticks(c.pid) == Some(c.start_ticks)
+            !self.index.contains_key(&(c.pid, c.start_ticks))
+                && identity::start_ticks(c.pid) == Some(c.start_ticks)
         });
         Ok(c)
     }
@@ -223,8 +253,11 @@ impl Kill<'_> {
     fn send_pass(&mut self, sig: Signal) -> Result<()> {
         let mut handled = HashSet::new();
         for _ in 0..MAX_PASSES {
-            let fresh: Vec<Candidate> =
-                self.collect()?.into_iter().filter(|c| handled.insert((c.pid, c.start_ticks))).collect();
+            let fresh: Vec<Candidate> = self
+                .collect()?
+                .into_iter()
+                .filter(|c| handled.insert((c.pid, c.start_ticks)))
+                .collect();
             if fresh.is_empty() {
                 break;
             }
@@ -239,6 +272,35 @@ impl Kill<'_> {
 
     /// SIGKILL with doom mode, until no target is left (or [`DOOM_LIMIT`]).
     fn doom_pass(&mut self) -> Result<()> {
+        let whole_service = !self.sel.target.subtree;
+        if whole_service {
+            self.doom_whole_service()?;
+        }
+        let result = self.doom_loop();
+        if whole_service {
+            self.tracking.undoom_service(self.sel.target.service.id);
+        }
+        result
+    }
+
+    /// Dooms every tagged process of the service at once, in the kernel, after sparing the
+    /// protected ones (bpfkill and its ancestors, if they belong to it).
+    fn doom_whole_service(&mut self) -> Result<()> {
+        let id = self.sel.target.service.id;
+        for pid in self.guard.protected_pids() {
+            if let Some(tag) = self.tracking.tag(pid).filter(|t| t.service_id == id) {
+                if identity::start_ticks(pid) == Some(identity::ns_to_ticks(tag.start_ns)) {
+                    self.tracking.spare(pid, &tag)?;
+                }
+            }
+        }
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        let now_ns = now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+        let expiry = now_ns + (DOOM_LIMIT + Duration::from_secs(5)).as_nanos() as u64;
+        self.tracking.doom_service(id, expiry)
+    }
+
+    fn doom_loop(&mut self) -> Result<()> {
         let _doom = match self.tracking.arm_doom() {
             Ok(d) => Some(d),
             Err(e) => {
@@ -250,8 +312,17 @@ impl Kill<'_> {
         let deadline = Instant::now() + DOOM_LIMIT;
         let mut handled = HashSet::new();
         loop {
-            let fresh: Vec<Candidate> =
-                self.collect()?.into_iter().filter(|c| handled.insert((c.pid, c.start_ticks))).collect();
+            let cands = self.collect()?;
+            // Done when no target is left but those that cannot be signalled: the tags of
+            // the dead are removed at exit, and zombies are not candidates.
+            let left = cands.iter().filter(|c| !self.unsignallable(c)).count();
+            if left == 0 {
+                break;
+            }
+            let fresh: Vec<Candidate> = cands
+                .into_iter()
+                .filter(|c| handled.insert((c.pid, c.start_ticks)))
+                .collect();
             // Verify and doom every target first, so the kernel starts killing forkers at
             // once; then signal them.
             let mut verified = Vec::with_capacity(fresh.len());
@@ -271,15 +342,23 @@ impl Kill<'_> {
                 self.send(c, fd, Signal::KILL);
             }
             self.live = wait_all(std::mem::take(&mut self.live), Some(DOOM_SETTLE));
-            if fresh.is_empty() && self.live.is_empty() {
-                break;
-            }
             if Instant::now() >= deadline {
                 tracing::warn!("doom mode gave up after {DOOM_LIMIT:?}; reporting what is left");
                 break;
             }
         }
         Ok(())
+    }
+
+    /// True when a candidate was handled and can never be signalled (protected, recycled,
+    /// failed).
+    fn unsignallable(&self, c: &Candidate) -> bool {
+        self.index.get(&(c.pid, c.start_ticks)).is_some_and(|&i| {
+            matches!(
+                self.report.results[i].outcome,
+                Outcome::Protected(_) | Outcome::Recycled | Outcome::Failed(_)
+            )
+        })
     }
 
     /// After the last wait: mark who exited, and report live targets that appeared after the
@@ -299,5 +378,30 @@ impl Kill<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Real-time scheduling for the duration of a kill; restores normal scheduling on drop.
+struct RealTime(bool);
+
+impl RealTime {
+    fn enter() -> Self {
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: sets this thread's policy; param is a valid sched_param.
+        let ok = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0;
+        if !ok {
+            tracing::debug!("no real-time priority: {}", std::io::Error::last_os_error());
+        }
+        Self(ok)
+    }
+}
+
+impl Drop for RealTime {
+    fn drop(&mut self) {
+        if self.0 {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: as above.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+        }
     }
 }

@@ -51,8 +51,8 @@ pub fn list(tracking: &Tracking, service: Option<&str>) -> Result<Vec<PsEntry>> 
             continue;
         };
         let Ok(stat) = proc_.stat() else { continue };
-        if !identity::matches(tag.start_ns, stat.starttime) {
-            continue; // the number was recycled: not ours
+        if !identity::matches(tag.start_ns, stat.starttime) || identity::is_dead(&stat) {
+            continue; // the number was recycled, or the process is a zombie
         }
         let creator_pid = (tag.flags & tag_flags::FORKED != 0).then_some(tag.creator_pid);
         let ppid = stat.ppid as u32;

@@ -204,7 +204,10 @@ impl KillReport {
     /// Writes one line per process and a summary line.
     pub fn write_human(&self, out: &mut impl Write) -> io::Result<()> {
         if let Some(why) = &self.doom_unavailable {
-            writeln!(out, "warning: doom mode unavailable ({why}); fell back to repeated passes")?;
+            writeln!(
+                out,
+                "warning: doom mode unavailable ({why}); fell back to repeated passes"
+            )?;
         }
         for r in &self.results {
             let comm = r.comm.as_deref().unwrap_or("-");
@@ -231,13 +234,37 @@ impl KillReport {
                 let names: Vec<&str> = r.escape.iter().map(|e| e.name()).collect();
                 what.push_str(&format!(" (escaped: {})", names.join(",")));
             }
-            writeln!(out, "{:>7} {:<16} [{}] {what}", r.pid, comm, r.evidence.names().join(","))?;
+            writeln!(
+                out,
+                "{:>7} {:<16} [{}] {what}",
+                r.pid,
+                comm,
+                r.evidence.names().join(",")
+            )?;
         }
-        let verb = if self.dry_run { "would be signalled" } else { "signalled" };
-        let n = if self.dry_run { self.count(|r| r.outcome == Outcome::WouldSignal) } else { self.signalled() };
-        write!(out, "{}: {n} of {} process(es) {verb} with {}", self.service, self.results.len(), self.signal)?;
+        let verb = if self.dry_run {
+            "would be signalled"
+        } else {
+            "signalled"
+        };
+        let n = if self.dry_run {
+            self.count(|r| r.outcome == Outcome::WouldSignal)
+        } else {
+            self.signalled()
+        };
+        write!(
+            out,
+            "{}: {n} of {} process(es) {verb} with {}",
+            self.service,
+            self.results.len(),
+            self.signal
+        )?;
         if self.kernel_kills > 0 {
-            write!(out, "; {} kill(s) in the kernel during the kill", self.kernel_kills)?;
+            write!(
+                out,
+                "; {} kill(s) in the kernel during the kill",
+                self.kernel_kills
+            )?;
         }
         if self.waited {
             write!(out, "; {} survivor(s)", self.survivors())?;

@@ -27,17 +27,28 @@ pub struct Schedule {
 impl Schedule {
     /// Send once, do not wait.
     pub fn once(sig: Signal) -> Self {
-        Self { steps: vec![Step::Send(sig)] }
+        Self {
+            steps: vec![Step::Send(sig)],
+        }
     }
 
     /// Send, then wait until every target is gone.
     pub fn wait_forever(sig: Signal) -> Self {
-        Self { steps: vec![Step::Send(sig), Step::Wait(None)] }
+        Self {
+            steps: vec![Step::Send(sig), Step::Wait(None)],
+        }
     }
 
     /// Send, wait up to `t`, SIGKILL the survivors, wait up to `t` again.
     pub fn timeout(sig: Signal, t: Duration) -> Self {
-        Self { steps: vec![Step::Send(sig), Step::Wait(Some(t)), Step::Send(Signal::KILL), Step::Wait(Some(t))] }
+        Self {
+            steps: vec![
+                Step::Send(sig),
+                Step::Wait(Some(t)),
+                Step::Send(Signal::KILL),
+                Step::Wait(Some(t)),
+            ],
+        }
     }
 
     /// True when the schedule waits for the targets to go.
@@ -71,7 +82,9 @@ impl Schedule {
                 steps.push(Step::Wait(Some(t)));
             } else {
                 let name = item.strip_prefix('-').unwrap_or(item);
-                let sig: Signal = name.parse().map_err(|_| bad(&format!("{item:?} is neither a signal nor a timeout")))?;
+                let sig: Signal = name
+                    .parse()
+                    .map_err(|_| bad(&format!("{item:?} is neither a signal nor a timeout")))?;
                 steps.push(Step::Send(sig));
             }
         }
@@ -117,12 +130,23 @@ mod tests {
     #[test]
     fn start_stop_daemon_forms() {
         let s = Schedule::parse_retry("TERM/30/KILL/5", Signal::TERM).unwrap();
-        assert_eq!(s.steps, vec![Step::Send(Signal::TERM), S(30), Step::Send(Signal::KILL), S(5)]);
+        assert_eq!(
+            s.steps,
+            vec![Step::Send(Signal::TERM), S(30), Step::Send(Signal::KILL), S(5)]
+        );
         let s = Schedule::parse_retry("-HUP/1/-9/2", Signal::TERM).unwrap();
         assert_eq!(s.steps[0], Step::Send("HUP".parse().unwrap()));
         assert_eq!(s.steps[2], Step::Send(Signal::KILL));
         let s = Schedule::parse_retry("5", Signal::INT_FOR_TESTS).unwrap();
-        assert_eq!(s.steps, vec![Step::Send(Signal::INT_FOR_TESTS), S(5), Step::Send(Signal::KILL), S(5)]);
+        assert_eq!(
+            s.steps,
+            vec![
+                Step::Send(Signal::INT_FOR_TESTS),
+                S(5),
+                Step::Send(Signal::KILL),
+                S(5)
+            ]
+        );
         let s = Schedule::parse_retry("TERM/500ms", Signal::TERM).unwrap();
         assert_eq!(s.steps[1], Step::Wait(Some(Duration::from_millis(500))));
         assert!(s.waits());
@@ -132,7 +156,10 @@ mod tests {
     fn forever_repeats_and_ends_unbounded() {
         let s = Schedule::parse_retry("TERM/1/forever", Signal::TERM).unwrap();
         assert_eq!(s.steps.last(), Some(&Step::Wait(None)));
-        assert_eq!(s.steps.iter().filter(|st| matches!(st, Step::Send(_))).count(), 64);
+        assert_eq!(
+            s.steps.iter().filter(|st| matches!(st, Step::Send(_))).count(),
+            64
+        );
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub fn register(tracking: &mut Tracking, name: &str, main_pid: u32, main_start_n
     };
     record.name[..name.len()].copy_from_slice(name.as_bytes());
     if let Ok(existing) = resolve(tracking, name) {
+        // A new incarnation of the service is never born doomed by an old kill.
+        tracking.undoom_service(existing.id);
         tracking
             .put_service(existing.id, &record, false)
             .map_err(|e| Error::map(format!("update service {name}"), e))?;
@@ -160,9 +162,16 @@ pub fn resolve_target(tracking: &Tracking, target: &Target) -> Result<Resolved> 
                 return Err(Error::Refused(format!("service {name}'s main PID is 1")));
             }
             let root = (service.record.main_pid != 0).then(|| {
-                (service.record.main_pid, crate::identity::ns_to_ticks(service.record.main_start_ns))
+                (
+                    service.record.main_pid,
+                    crate::identity::ns_to_ticks(service.record.main_start_ns),
+                )
             });
-            return Ok(Resolved { service, root, subtree: false });
+            return Ok(Resolved {
+                service,
+                root,
+                subtree: false,
+            });
         }
         Target::Pid(pid) => *pid,
         Target::Pidfile(path) => crate::adopt::read_pidfile(path)?,
@@ -179,5 +188,9 @@ pub fn resolve_target(tracking: &Tracking, target: &Target) -> Result<Resolved> 
         .into_iter()
         .find(|s| s.id == tag.service_id)
         .ok_or_else(|| Error::UnknownService(format!("#{}", tag.service_id)))?;
-    Ok(Resolved { service, root: Some((pid, ticks)), subtree: true })
+    Ok(Resolved {
+        service,
+        root: Some((pid, ticks)),
+        subtree: true,
+    })
 }

@@ -75,9 +75,13 @@ pub fn gather(paths: &PinPaths) -> Status {
             attached: pinned.get(name).copied().unwrap_or(false),
         })
         .collect();
-    let layout = match layout::KernelBtf::load()
-        .and_then(|b| b.kernel_layout(crate::identity::ns_per_tick() as u32))
-    {
+    let tracking = Tracking::open(paths).ok();
+    // The layout in use when loaded; otherwise what a load would detect.
+    let layout = match tracking.as_ref().map(Tracking::layout) {
+        Some(Ok(l)) => Ok(l),
+        _ => layout::KernelBtf::load().and_then(|b| b.kernel_layout(crate::identity::ns_per_tick() as u32)),
+    };
+    let layout = match layout {
         Ok(l) => layout::LayoutDisplay(&l).to_string(),
         Err(e) => format!("unknown: {e}"),
     };
@@ -108,7 +112,7 @@ pub fn gather(paths: &PinPaths) -> Status {
         max_tagged: 0,
         counters: BTreeMap::new(),
     };
-    if let Ok(tracking) = Tracking::open(paths) {
+    if let Some(tracking) = tracking {
         status.live = true;
         let tags = tracking.tags();
         status.tagged = tags.len();

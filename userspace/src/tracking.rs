@@ -10,14 +10,14 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
         RawTracePoint,
     },
     Ebpf, EbpfLoader,
 };
-use bpfkill_common::{maps, programs, stat, tag_flags, Ghost, ServiceRecord, Tag, ABI_VERSION};
+use bpfkill_common::{maps, programs, stat, tag_flags, Ghost, KernelLayout, ServiceRecord, Tag, ABI_VERSION};
 
 use crate::{
     error::{Error, Result},
@@ -170,6 +170,16 @@ pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
         .load(OBJECT)
         .map_err(|e| ebpf_error("load the bpfkill programs", e))?;
 
+    {
+        let map = ebpf
+            .map_mut(maps::LAYOUT)
+            .ok_or_else(|| Error::Ebpf(format!("map {} missing from the object", maps::LAYOUT)))?;
+        let mut layout_map: Array<&mut MapData, KernelLayout> =
+            Array::try_from(map).map_err(|e| Error::map("layout map", e))?;
+        layout_map
+            .set(0, kernel_layout, 0)
+            .map_err(|e| Error::map("record the kernel layout", e))?;
+    }
     let mut attached = 0;
     for (prog_name, tracepoint) in programs::TRACKING {
         let pin = paths.link(prog_name);
@@ -254,6 +264,8 @@ pub struct Tracking {
     services: HashMap<MapData, u32, ServiceRecord>,
     stats: PerCpuArray<MapData, u64>,
     ghosts: HashMap<MapData, u32, Ghost>,
+    doomed_services: HashMap<MapData, u32, u64>,
+    layout: Array<MapData, KernelLayout>,
     max_tags: u32,
 }
 
@@ -280,7 +292,20 @@ impl Tracking {
             .map_err(|e| Error::map("stats map", e))?;
         let ghosts = HashMap::try_from(Map::LruHashMap(open_map(paths, maps::GHOSTS)?))
             .map_err(|e| Error::map("ghost map", e))?;
-        Ok(Self { paths: paths.clone(), tags, services, stats, ghosts, max_tags })
+        let doomed_services = HashMap::try_from(Map::HashMap(open_map(paths, maps::DOOMED_SERVICES)?))
+            .map_err(|e| Error::map("doomed-services map", e))?;
+        let layout = Array::try_from(Map::Array(open_map(paths, maps::LAYOUT)?))
+            .map_err(|e| Error::map("layout map", e))?;
+        Ok(Self {
+            paths: paths.clone(),
+            tags,
+            services,
+            stats,
+            ghosts,
+            doomed_services,
+            layout,
+            max_tags,
+        })
     }
 
     /// The pin tree this instance lives in.
@@ -330,15 +355,49 @@ impl Tracking {
     /// it when it forks or returns from a system call (while doom mode is armed), and dooms the
     /// children it creates.
     pub fn doom(&mut self, pid: u32, tag: &Tag) -> Result<()> {
-        let doomed = Tag { flags: tag.flags | tag_flags::DOOMED, ..*tag };
+        let doomed = Tag {
+            flags: tag.flags | tag_flags::DOOMED,
+            ..*tag
+        };
         self.set_tag(pid, &doomed)
+    }
+
+    /// Marks the tagged process `pid` spared: never killed in the kernel, even when its
+    /// service is doomed (bpfkill's own ancestors).
+    pub fn spare(&mut self, pid: u32, tag: &Tag) -> Result<()> {
+        let spared = Tag {
+            flags: tag.flags | tag_flags::SPARED,
+            ..*tag
+        };
+        self.set_tag(pid, &spared)
+    }
+
+    /// Dooms a whole service in the kernel until `expiry_boot_ns` (CLOCK_BOOTTIME).
+    pub fn doom_service(&mut self, service_id: u32, expiry_boot_ns: u64) -> Result<()> {
+        self.doomed_services
+            .insert(service_id, expiry_boot_ns, 0)
+            .map_err(|e| Error::map(format!("doom service #{service_id}"), e))
+    }
+
+    /// Ends the doom of a service (no error when it was not doomed).
+    pub fn undoom_service(&mut self, service_id: u32) {
+        let _ = self.doomed_services.remove(&service_id);
+    }
+
+    /// The kernel layout the loaded programs use.
+    pub fn layout(&self) -> Result<KernelLayout> {
+        self.layout
+            .get(&0, 0)
+            .map_err(|e| Error::map("read the kernel layout", e))
     }
 
     /// Attaches the doom program for as long as the returned guard lives. It shares the pinned
     /// maps; it is never pinned, so it is detached even if bpfkill dies.
     pub fn arm_doom(&self) -> Result<Doom> {
+        let layout = self.layout()?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(self.paths.maps_dir())
+            .override_global("LAYOUT", &layout, true)
             .load(OBJECT)
             .map_err(|e| ebpf_error("load the doom program", e))?;
         let (name, tracepoint) = programs::DOOM;
@@ -347,7 +406,9 @@ impl Tracking {
             .ok_or_else(|| Error::Ebpf(format!("program {name} missing from the object")))?
             .try_into()
             .map_err(|e| ebpf_error(&format!("program {name}"), e))?;
-        program.load().map_err(|e| ebpf_error(&format!("load {name}"), e))?;
+        program
+            .load()
+            .map_err(|e| ebpf_error(&format!("load {name}"), e))?;
         program
             .attach(tracepoint)
             .map_err(|e| ebpf_error(&format!("attach {name} to raw tracepoint {tracepoint}"), e))?;

@@ -40,9 +40,15 @@ pub fn wait_all(mut waitees: Vec<Waitee>, timeout: Option<Duration>) -> Vec<Wait
             }
             None => None,
         };
-        let ts = left.map(|l| Timespec { tv_sec: l.as_secs() as i64, tv_nsec: l.subsec_nanos() as i64 });
+        let ts = left.map(|l| Timespec {
+            tv_sec: l.as_secs() as i64,
+            tv_nsec: l.subsec_nanos() as i64,
+        });
         let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd<'_>> = waitees.iter().map(|w| PollFd::new(&w.pidfd, PollFlags::IN)).collect();
+            let mut fds: Vec<PollFd<'_>> = waitees
+                .iter()
+                .map(|w| PollFd::new(&w.pidfd, PollFlags::IN))
+                .collect();
             match poll(&mut fds, ts.as_ref()) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {

@@ -1,27 +1,54 @@
 //! `sys_exit(struct pt_regs *regs, long ret)`, attached only while a SIGKILL is in progress.
 //! It runs in the context of the task returning to user space, including a new child's very
 //! first return from fork/clone, so a doomed process is killed before it runs another user
-//! instruction.
+//! instruction. The tag's start time is checked against the running process, so a stale tag
+//! never kills a process that merely reuses its PID number.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_send_signal},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, generated::bpf_send_signal},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use bpfkill_common::{stat, tag_flags};
+use bpfkill_common::stat;
 
-use crate::maps::{count, TAGS};
+use crate::{
+    kernel::{is_tagged_start, ReadError, Task, LAYOUT},
+    maps::{count, is_doomed, TAGS},
+};
 
 const SIGKILL: u32 = 9;
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn bpfkill_doom(_ctx: RawTracePointContext) -> i32 {
+    match try_doom() {
+        Ok(()) => 0,
+        Err(_) => {
+            count(stat::READ_ERRORS);
+            0
+        }
+    }
+}
+
+fn try_doom() -> Result<(), ReadError> {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: only the flags are read, by value.
-    let doomed = unsafe { TAGS.get(&pid) }.is_some_and(|t| t.flags & tag_flags::DOOMED != 0);
+    if pid <= 1 {
+        return Ok(());
+    }
+    // SAFETY: the value is copied out.
+    let Some(tag) = (unsafe { TAGS.get(&pid) }).copied() else {
+        return Ok(());
+    };
+    // SAFETY: no preconditions.
+    if !is_doomed(&tag, unsafe { bpf_ktime_get_boot_ns() }) {
+        return Ok(());
+    }
+    let layout = LAYOUT.load();
+    if layout.task_tgid == 0 || !is_tagged_start(Task::current().process_start_ns(&layout)?, &tag, &layout) {
+        return Ok(());
+    }
     // SAFETY: the helper signals the current process; no preconditions.
-    if doomed && unsafe { bpf_send_signal(SIGKILL) } == 0 {
+    if unsafe { bpf_send_signal(SIGKILL) } == 0 {
         count(stat::DOOM_KILLS);
     }
-    0
+    Ok(())
 }

@@ -13,8 +13,8 @@ use aya_ebpf::{
 use bpfkill_common::{event_kind, stat, tag_flags, Tag};
 
 use crate::{
-    kernel::{same_start, ReadError, Task, LAYOUT},
-    maps::{count, reserve_event, TAGS},
+    kernel::{is_tagged_start, ReadError, Task, LAYOUT},
+    maps::{count, is_doomed, reserve_event, TAGS},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -48,7 +48,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         return Ok(());
     };
     let creator_start = Task::current().process_start_ns(&layout)?;
-    if !same_start(creator_start, creator_tag.start_ns, &layout) {
+    if !is_tagged_start(creator_start, &creator_tag, &layout) {
         // The entry belongs to a dead process whose PID number was reused.
         count(stat::STALE_CREATOR);
         return Ok(());
@@ -59,11 +59,12 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     let start_ns = child.start_ns(&layout)?;
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let now = unsafe { bpf_ktime_get_boot_ns() };
+    let doomed = is_doomed(&creator_tag, now);
     let mut flags = tag_flags::FORKED;
     if clone_flags & CLONE_PARENT != 0 {
         flags |= tag_flags::CLONE_PARENT;
     }
-    if creator_tag.flags & tag_flags::DOOMED != 0 {
+    if doomed {
         // A kill is in progress: the creator dies now, and the child inherits the doom (the
         // doom program kills it when it returns from fork, before any user instruction).
         flags |= tag_flags::DOOMED;

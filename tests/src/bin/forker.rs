@@ -10,7 +10,15 @@
 //!   first while the others keep running.
 //! - `forker`: prints `ready pid=PID`; for every `fork` line on stdin forks a child that
 //!   pauses and prints `child pid=PID`; exits on EOF.
-//! - `pause [--rename NAME]`: prints `ready pid=PID` and pauses.
+//! - `pause [--rename NAME] [--ignore-term]`: prints `ready pid=PID` and pauses.
+//! - `fork-loop`: prints `ready pid=PID`, then forks in a tight loop: most children exit at
+//!   once (and are reaped), every 16th pauses (at most 256 of them).
+//! - `bomb DIR`: joins the cgroup DIR, prints `ready pid=PID`, then every process forks
+//!   forever, each child re-exec'ing itself first (confine it with a pids cgroup).
+//! - `mover DIR`: forks a child that moves itself into cgroup DIR; `ready main=PID mover=PID`.
+//!
+//! Any extra `--marker WORD` argument is ignored; tests use it to find every process of a
+//! tree in /proc (forked children keep their parent's command line).
 
 use std::{
     ffi::CString,
@@ -137,6 +145,101 @@ fn forker() -> ! {
     std::process::exit(0)
 }
 
+fn join_cgroup(dir: &str) {
+    if let Err(e) = std::fs::write(format!("{dir}/cgroup.procs"), "0") {
+        eprintln!("forker: join cgroup {dir}: {e}");
+        std::process::exit(99);
+    }
+}
+
+fn fork_loop() -> ! {
+    say(&format!("ready pid={}", std::process::id()));
+    let mut n: u64 = 0;
+    let mut paused = 0;
+    loop {
+        let long_lived = n.is_multiple_of(16) && paused < 256;
+        // SAFETY: single-threaded.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            if long_lived {
+                pause_forever();
+            }
+            // SAFETY: leave at once without running the parent's exit handlers.
+            unsafe { libc::_exit(0) };
+        }
+        if pid > 0 && long_lived {
+            paused += 1;
+        }
+        n += 1;
+        // Reap what has exited so the loop does not fill the PID space.
+        // SAFETY: WNOHANG never blocks.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+    }
+}
+
+fn bomb(dir: &str, marker: Option<String>) -> ! {
+    join_cgroup(dir);
+    // Lowest priority, so that the rest of the machine stays usable while the bomb runs.
+    // SAFETY: no preconditions.
+    unsafe { libc::nice(19) };
+    say(&format!("ready pid={}", std::process::id()));
+    bomb_loop(marker)
+}
+
+/// Every bomb process forks forever; each child re-execs the helper first, so that no
+/// process inherits a chain of its ancestors' address spaces (a deep chain of copied
+/// address spaces makes the kernel's own teardown of a large bomb take minutes, which would
+/// measure the kernel, not the kill).
+fn bomb_loop(marker: Option<String>) -> ! {
+    let exe = CString::new("/proc/self/exe").unwrap_or_else(|_| die("exe"));
+    let mut argv_owned = vec![
+        CString::new("forker").unwrap_or_else(|_| die("argv")),
+        CString::new("bomb-child").unwrap_or_else(|_| die("argv")),
+    ];
+    if let Some(m) = marker {
+        argv_owned.push(CString::new("--marker").unwrap_or_else(|_| die("argv")));
+        argv_owned.push(CString::new(m).unwrap_or_else(|_| die("marker")));
+    }
+    let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    loop {
+        // SAFETY: single-threaded; failures (the pids limit) are ignored.
+        if unsafe { libc::fork() } == 0 {
+            // SAFETY: argv is a NULL-terminated array of NUL-terminated strings.
+            unsafe { libc::execv(exe.as_ptr(), argv.as_ptr()) };
+            // SAFETY: exec failed; leave without running exit handlers.
+            unsafe { libc::_exit(1) };
+        }
+    }
+}
+
+fn mover(dir: &str) -> ! {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        die("pipe");
+    }
+    let child = fork();
+    if child == 0 {
+        join_cgroup(dir);
+        let me = std::process::id().to_ne_bytes();
+        // SAFETY: writes 4 bytes from a live buffer.
+        unsafe { libc::write(fds[1], me.as_ptr().cast(), me.len()) };
+        pause_forever();
+    }
+    let mut buf = [0u8; 4];
+    // SAFETY: reads 4 bytes into a live buffer.
+    if unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), 4) } != 4 {
+        die("read mover pid");
+    }
+    say(&format!(
+        "ready main={} mover={}",
+        std::process::id(),
+        u32::from_ne_bytes(buf)
+    ));
+    pause_forever()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((mode, rest)) = args.split_first() else {
@@ -147,9 +250,26 @@ fn main() {
         "double-fork" => double_fork(rest),
         "threads" => threads(rest),
         "forker" => forker(),
+        "fork-loop" => fork_loop(),
+        "bomb" => bomb(
+            rest.first()
+                .map(String::as_str)
+                .unwrap_or_else(|| die("bomb needs a cgroup")),
+            flag_value(rest, "--marker"),
+        ),
+        "bomb-child" => bomb_loop(flag_value(rest, "--marker")),
+        "mover" => mover(
+            rest.first()
+                .map(String::as_str)
+                .unwrap_or_else(|| die("mover needs a cgroup")),
+        ),
         "pause" => {
             if let Some(n) = flag_value(rest, "--rename") {
                 rename(&n);
+            }
+            if rest.iter().any(|a| a == "--ignore-term") {
+                // SAFETY: installs SIG_IGN for SIGTERM.
+                unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
             }
             say(&format!("ready pid={}", std::process::id()));
             pause_forever()

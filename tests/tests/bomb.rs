@@ -1,0 +1,75 @@
+//! A fork bomb confined by a pids cgroup, killed by service. In a test binary of its own so
+//! that no other test competes with the bomb for the two CPUs.
+
+use std::time::{Duration, Instant};
+
+use bpfkill_tests::{
+    code, marker_survivors, pids_hierarchy, poll_until, require_privileges, text, unique, wait_gone,
+    Instance, TempCgroup,
+};
+
+const GONE: Duration = Duration::from_secs(10);
+
+/// Real-time priority for the calling thread, and for the bpfkill processes it starts: with
+/// 2000 runnable bomb processes on two CPUs, a normal-priority test thread would take
+/// minutes to notice anything.
+fn real_time() -> bool {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: valid sched_param, this thread only.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+}
+
+#[test]
+fn fork_bomb_in_a_pids_cgroup_leaves_no_survivors() {
+    require_privileges!();
+    let mount = match pids_hierarchy() {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let inst = Instance::loaded();
+    let cg = TempCgroup::create(&mount, &unique("bpfkill-bomb"));
+    std::fs::write(cg.dir.join("pids.max"), "2000").unwrap();
+    let service = unique("bomb");
+    let marker = unique("marker-bomb");
+    // Started before this thread turns real-time, so the bomb runs at normal priority.
+    let tree = inst.run_service(&service, &["bomb", cg.dir.to_str().unwrap(), "--marker", &marker]);
+    assert!(real_time(), "cannot get real-time priority");
+    let current = || {
+        std::fs::read_to_string(cg.dir.join("pids.current"))
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    assert!(
+        poll_until(Duration::from_secs(60), || current() >= 1900),
+        "bomb reached only {}",
+        current()
+    );
+
+    let t = Instant::now();
+    let out = inst.run(["-s", "SIGKILL", "--service", &service, "--json"]);
+    let elapsed = t.elapsed();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // Processes past their exit hook (untagged, finishing do_exit) must be gone shortly.
+    let survivors: Vec<u32> = marker_survivors(&marker)
+        .into_iter()
+        .filter(|&p| !wait_gone(p, GONE))
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "{} survivors, e.g. {:?}",
+        survivors.len(),
+        &survivors[..survivors.len().min(5)]
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    eprintln!(
+        "fork bomb: {} processes signalled in {elapsed:?}; {summary}",
+        summary["processes"]
+    );
+    drop(tree);
+}

@@ -1,0 +1,334 @@
+//! The kill on the real kernel: fork races, fork bombs, cgroup escapes, escalation, STOP/CONT,
+//! selection, dry runs and exit codes. Each test loads its own tracking instance.
+
+use std::{process::Command, time::Duration};
+
+use bpfkill_tests::{
+    code, is_alive, marker_survivors, poll_until, require_privileges, state, text, unique, v2_hierarchy,
+    wait_gone, Instance, TempCgroup, Tree,
+};
+
+const GONE: Duration = Duration::from_secs(10);
+
+fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn tight_fork_loop_during_the_kill_leaves_no_survivors() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let service = unique("loop");
+    let marker = unique("marker-loop");
+    let tree = inst.run_service(&service, &["fork-loop", "--marker", &marker]);
+    let main = tree.pid("pid");
+    // Let the loop get going: wait until it has long-lived children.
+    assert!(poll_until(Duration::from_secs(10), || inst
+        .ps_pids(&service)
+        .len()
+        > 20));
+
+    let out = inst.run(["-s", "SIGKILL", "--service", &service, "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(wait_gone(main, GONE));
+    let survivors: Vec<u32> = marker_survivors(&marker)
+        .into_iter()
+        .filter(|&p| !wait_gone(p, GONE))
+        .collect();
+    assert!(survivors.is_empty(), "survivors: {survivors:?}");
+    assert!(inst.ps_pids(&service).is_empty());
+    let summary = json_lines(&out).pop().unwrap();
+    eprintln!("fork loop: {summary}");
+}
+
+#[test]
+fn a_child_that_moved_to_another_cgroup_is_killed() {
+    require_privileges!();
+    let mount = match v2_hierarchy() {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let inst = Instance::loaded();
+    let cg = TempCgroup::create(&mount, &unique("bpfkill-move"));
+    let service = unique("move");
+    let tree = inst.run_service(&service, &["mover", cg.dir.to_str().unwrap()]);
+    let (main, mover) = (tree.pid("main"), tree.pid("mover"));
+    assert_eq!(cg.procs(), vec![mover], "the child must have moved itself");
+
+    // It shows up as an escapee (left-cgroup) ...
+    let out = inst.run([
+        "-s",
+        "KILL",
+        "--service",
+        &service,
+        "--kill-whom",
+        "escaped",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let lines = json_lines(&out);
+    let m = lines
+        .iter()
+        .find(|l| l["pid"] == mover)
+        .unwrap_or_else(|| panic!("mover not listed: {lines:?}"));
+    assert!(
+        m["escape_reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "left-cgroup"),
+        "{m}"
+    );
+    assert!(
+        !lines.iter().any(|l| l["pid"] == main),
+        "main did not escape: {lines:?}"
+    );
+
+    // ... and dies with the service.
+    let out = inst.run(["-s", "KILL", "--service", &service]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(wait_gone(mover, GONE), "the mover survived");
+    assert!(wait_gone(main, GONE));
+}
+
+#[test]
+fn a_term_ignoring_process_is_killed_after_the_timeout() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let service = unique("stubborn");
+    let tree = inst.run_service(&service, &["pause", "--ignore-term"]);
+    let pid = tree.pid("pid");
+    let out = inst.run(["--service", &service, "--timeout", "300ms", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let lines = json_lines(&out);
+    let p = lines.iter().find(|l| l["pid"] == pid).expect("listed");
+    assert_eq!(p["signals"], serde_json::json!(["SIGTERM", "SIGKILL"]), "{p}");
+    assert_eq!(p["exited"], true);
+    assert!(wait_gone(pid, GONE));
+}
+
+#[test]
+fn a_schedule_without_kill_reports_survivors_with_exit_3() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let service = unique("survivor");
+    let tree = inst.run_service(&service, &["pause", "--ignore-term"]);
+    let pid = tree.pid("pid");
+    let out = inst.run(["--service", &service, "--retry", "TERM/200ms"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("STILL ALIVE"),
+        "{}",
+        text(&out)
+    );
+    assert!(is_alive(pid));
+    let out = inst.run(["--service", &service, "--retry", "TERM/200ms/KILL/5"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(wait_gone(pid, GONE));
+}
+
+#[test]
+fn wait_blocks_until_the_service_is_gone() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let service = unique("wait");
+    let mut tree = inst.run_service(&service, &["forker"]);
+    let kids = [tree.fork_child(), tree.fork_child()];
+    let out = inst.run(["-s", "TERM", "--service", &service, "--wait", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    for pid in kids.iter().chain([tree.pid("pid")].iter()) {
+        assert!(!is_alive(*pid), "{pid} alive after --wait returned");
+    }
+}
+
+#[test]
+fn stop_then_cont_a_service_with_children() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let service = unique("stopcont");
+    let mut tree = inst.run_service(&service, &["forker"]);
+    let mut pids = vec![tree.pid("pid")];
+    for _ in 0..3 {
+        pids.push(tree.fork_child());
+    }
+    let out = inst.run(["-s", "STOP", "--service", &service]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    for &p in &pids {
+        assert!(
+            poll_until(GONE, || state(p) == Some('T')),
+            "{p} not stopped: {:?}",
+            state(p)
+        );
+    }
+    let out = inst.run(["-s", "CONT", "--service", &service]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    for &p in &pids {
+        assert!(poll_until(GONE, || state(p) != Some('T')), "{p} still stopped");
+    }
+}
+
+#[test]
+fn dry_run_signals_nothing_and_shows_evidence() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let service = unique("dry");
+    let mut tree = inst.run_service(&service, &["forker"]);
+    let main = tree.pid("pid");
+    let kids = [tree.fork_child(), tree.fork_child()];
+    let out = inst.run(["-s", "KILL", "--service", &service, "--dry-run", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let lines = json_lines(&out);
+    for pid in [main, kids[0], kids[1]] {
+        let l = lines
+            .iter()
+            .find(|l| l["pid"] == pid)
+            .unwrap_or_else(|| panic!("{pid} missing: {lines:?}"));
+        assert_eq!(l["outcome"], "would-signal");
+        assert_eq!(l["evidence"], serde_json::json!(["tag", "proc"]), "{l}");
+        assert!(l["signals"].as_array().unwrap().is_empty());
+    }
+    for pid in [main, kids[0], kids[1]] {
+        assert!(is_alive(pid), "--dry-run signalled {pid}");
+    }
+    let out = inst.run(["-s", "KILL", "--service", &service, "--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("would be signalled"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn pid_selects_a_subtree_and_follows_lineage_through_exited_creators() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let service = unique("subtree");
+    let mut tree = inst.run_service(&service, &["forker"]);
+    let main = tree.pid("pid");
+    let a = tree.fork_child();
+    let b = tree.fork_child();
+    let out = inst.run(["-s", "KILL", "--pid", &a.to_string()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(wait_gone(a, GONE));
+    assert!(
+        is_alive(main) && is_alive(b),
+        "--pid must not touch the rest of the service"
+    );
+
+    // The escapee's creator exited; its ghost still links it to the main process.
+    let service2 = unique("subtree2");
+    let tree2 = inst.run_service(&service2, &["double-fork"]);
+    let (m2, esc) = (tree2.pid("main"), tree2.pid("escapee"));
+    let out = inst.run(["-s", "KILL", "--pid", &m2.to_string(), "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(wait_gone(m2, GONE) && wait_gone(esc, GONE), "{}", text(&out));
+    assert!(is_alive(main) && is_alive(b));
+}
+
+#[test]
+fn kill_whom_main_spares_the_children() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let service = unique("whom");
+    let mut tree = inst.run_service(&service, &["forker"]);
+    let main = tree.pid("pid");
+    let kid = tree.fork_child();
+    let out = inst.run(["-s", "KILL", "--service", &service, "--kill-who", "main"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(wait_gone(main, GONE));
+    assert!(is_alive(kid));
+}
+
+#[test]
+fn exit_codes() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    // 1: unknown service; a service with nothing left.
+    let out = inst.run(["-s", "KILL", "--service", "no-such-service"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let service = unique("codes");
+    let tree = inst.run_service(&service, &["pause"]);
+    let out = inst.run(["-s", "KILL", "--service", &service]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(wait_gone(tree.pid("pid"), GONE));
+    let out = inst.run(["-s", "KILL", "--service", &service]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    // 64: bad input; PID 1; an untrusted pidfile.
+    for args in [
+        vec!["-s", "NOPE", "--service", "x"],
+        vec!["--service", "x", "--timeout", "soon"],
+        vec!["--service", "x", "--retry", "TERM/x"],
+        vec!["--pid", "1"],
+    ] {
+        let out = inst.run(&args);
+        assert_eq!(code(&out), 64, "{args:?}: {}", text(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+            1,
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let pidfile = std::env::temp_dir().join(unique("pidfile"));
+    std::fs::write(&pidfile, format!("{}\n", std::process::id())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pidfile, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = inst.run(["--pidfile", pidfile.to_str().unwrap()]);
+    std::fs::remove_file(&pidfile).unwrap();
+    assert_eq!(code(&out), 64, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("world-writable"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn bpfkill_never_signals_itself_or_its_ancestors() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let service = unique("self");
+    // The service's main process is a shell that runs bpfkill against its own service: the
+    // shell (an ancestor) and bpfkill (itself) are tagged but must be spared: exit code 2.
+    let script = format!("{} -s KILL --service {service} --json; echo rc=$?", inst_bin());
+    let out = inst
+        .cmd()
+        .args(["run", "--service", &service, "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("rc=2"), "{}", text(&out));
+    assert!(stdout.contains("\"outcome\":\"protected\""), "{stdout}");
+    assert!(
+        stdout.contains("never signals itself") && stdout.contains("ancestors"),
+        "{stdout}"
+    );
+    assert!(out.status.success(), "the shell was killed: {}", text(&out));
+}
+
+fn inst_bin() -> String {
+    bpfkill_tests::bpfkill_bin().to_string_lossy().into_owned()
+}
+
+#[test]
+fn unrelated_processes_are_never_candidates() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let service = unique("unrel");
+    let decoy = Tree::unrelated("forker");
+    let tree = inst.run_service(&service, &["pause"]);
+    let out = inst.run(["-s", "KILL", "--service", &service, "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "one process and the summary: {lines:?}");
+    assert!(wait_gone(tree.pid("pid"), GONE));
+    assert!(is_alive(decoy.pid("pid")));
+    let _ = Command::new("true").status();
+}

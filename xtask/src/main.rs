@@ -13,6 +13,8 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+
+mod bench;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -28,6 +30,8 @@ enum Task {
     Bootstrap,
     /// Build, start tracking, run a double-forking sample service, show it, kill it.
     Demo,
+    /// Benchmark bpfkill against pkill side by side (release build, root).
+    Bench,
     /// Run the whole test suite (unit tests, then the privileged integration tests).
     Test {
         /// Extra arguments for the test binaries (e.g. a test name filter).
@@ -244,5 +248,21 @@ fn main() -> Result<()> {
         Task::Bootstrap => bootstrap(),
         Task::Demo => demo(),
         Task::Test { args } => test(&args),
+        Task::Bench => {
+            bootstrap()?;
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "bpfkill",
+                "-p",
+                "bpfkill-tests",
+                "--bins",
+            ]))?;
+            if !is_root() {
+                bail!("the benchmark loads eBPF programs: run it as root");
+            }
+            bench::run(&root())
+        }
     }
 }

@@ -15,6 +15,7 @@
 //!   once (and are reaped), every 16th pauses (at most 256 of them).
 //! - `bomb DIR`: joins the cgroup DIR, prints `ready pid=PID`, then every process forks
 //!   forever, each child re-exec'ing itself first (confine it with a pids cgroup).
+//! - `spawn N`: forks N children that pause, then prints `ready pid=PID` and pauses.
 //! - `mover DIR`: forks a child that moves itself into cgroup DIR; `ready main=PID mover=PID`.
 //!
 //! Any extra `--marker WORD` argument is ignored; tests use it to find every process of a
@@ -251,6 +252,16 @@ fn main() {
         "threads" => threads(rest),
         "forker" => forker(),
         "fork-loop" => fork_loop(),
+        "spawn" => {
+            let n: usize = rest.first().and_then(|a| a.parse().ok()).unwrap_or(100);
+            for _ in 0..n {
+                if fork() == 0 {
+                    pause_forever();
+                }
+            }
+            say(&format!("ready pid={}", std::process::id()));
+            pause_forever()
+        }
         "bomb" => bomb(
             rest.first()
                 .map(String::as_str)

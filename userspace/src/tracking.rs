@@ -188,17 +188,7 @@ pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
         }
         // A stale pin of a link that no longer opens is replaced.
         let _ = fs::remove_file(&pin);
-        let program: &mut RawTracePoint = ebpf
-            .program_mut(prog_name)
-            .ok_or_else(|| Error::Ebpf(format!("program {prog_name} missing from the object")))?
-            .try_into()
-            .map_err(|e| ebpf_error(&format!("program {prog_name}"), e))?;
-        program
-            .load()
-            .map_err(|e| ebpf_error(&format!("load {prog_name}"), e))?;
-        let id = program
-            .attach(tracepoint)
-            .map_err(|e| ebpf_error(&format!("attach {prog_name} to raw tracepoint {tracepoint}"), e))?;
+        let (program, id) = load_and_attach(&mut ebpf, prog_name, tracepoint)?;
         let link = program
             .take_link(id)
             .map_err(|e| ebpf_error(&format!("take link of {prog_name}"), e))?;
@@ -208,6 +198,29 @@ pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
         attached += 1;
     }
     Ok(LoadOutcome::Loaded { attached })
+}
+
+/// Loads program `name` of `ebpf` and attaches it to raw tracepoint `tracepoint`.
+fn load_and_attach<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+    tracepoint: &str,
+) -> Result<(
+    &'a mut RawTracePoint,
+    aya::programs::raw_trace_point::RawTracePointLinkId,
+)> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Ebpf(format!("program {name} missing from the object")))?
+        .try_into()
+        .map_err(|e| ebpf_error(&format!("program {name}"), e))?;
+    program
+        .load()
+        .map_err(|e| ebpf_error(&format!("load {name}"), e))?;
+    let id = program
+        .attach(tracepoint)
+        .map_err(|e| ebpf_error(&format!("attach {name} to raw tracepoint {tracepoint}"), e))?;
+    Ok((program, id))
 }
 
 fn ebpf_error(what: &str, e: impl std::error::Error) -> Error {
@@ -401,17 +414,7 @@ impl Tracking {
             .load(OBJECT)
             .map_err(|e| ebpf_error("load the doom program", e))?;
         let (name, tracepoint) = programs::DOOM;
-        let program: &mut RawTracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| Error::Ebpf(format!("program {name} missing from the object")))?
-            .try_into()
-            .map_err(|e| ebpf_error(&format!("program {name}"), e))?;
-        program
-            .load()
-            .map_err(|e| ebpf_error(&format!("load {name}"), e))?;
-        program
-            .attach(tracepoint)
-            .map_err(|e| ebpf_error(&format!("attach {name} to raw tracepoint {tracepoint}"), e))?;
+        load_and_attach(&mut ebpf, name, tracepoint)?;
         Ok(Doom { _ebpf: ebpf })
     }
 

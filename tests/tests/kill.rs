@@ -332,3 +332,63 @@ fn unrelated_processes_are_never_candidates() {
     assert!(is_alive(decoy.pid("pid")));
     let _ = Command::new("true").status();
 }
+
+#[test]
+fn a_dedicated_cgroup_adds_evidence_and_shared_ones_are_refused() {
+    require_privileges!();
+    let mount = match v2_hierarchy() {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let inst = Instance::loaded();
+    let service = unique("cg");
+    let tree = inst.run_service(&service, &["pause"]);
+    // A process of the service's cgroup that was never tagged (started outside bpfkill).
+    let outsider = Tree::unrelated("cg-member");
+    let cg = TempCgroup::create(&mount, &unique("bpfkill-cg"));
+    for pid in [tree.pid("pid"), outsider.pid("pid")] {
+        std::fs::write(cg.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+    let dir = cg.dir.to_str().unwrap();
+    let out = inst.run([
+        "-s",
+        "KILL",
+        "--service",
+        &service,
+        "--cgroup",
+        dir,
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let lines = json_lines(&out);
+    let o = lines
+        .iter()
+        .find(|l| l["pid"] == outsider.pid("pid"))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(o["evidence"], serde_json::json!(["cgroup"]), "{o}");
+    let m = lines.iter().find(|l| l["pid"] == tree.pid("pid")).unwrap();
+    assert_eq!(m["evidence"], serde_json::json!(["tag", "cgroup", "proc"]), "{m}");
+    // The hierarchy root, and a cgroup holding bpfkill's ancestor, are shared: refused.
+    let out = inst.run(["--service", &service, "--cgroup", mount.to_str().unwrap()]);
+    assert_eq!(code(&out), 64, "{}", text(&out));
+    // bpfkill itself inside the cgroup: a shell moves itself in, then execs bpfkill.
+    let script = format!(
+        "echo $$ > {dir}/cgroup.procs && exec {} --service {service} --cgroup {dir} --dry-run",
+        bpfkill_tests::bpfkill_bin().display()
+    );
+    let out = inst
+        .cmd()
+        .args(["run", "--service", &unique("cg-self"), "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 64, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shared"),
+        "{}",
+        text(&out)
+    );
+}

@@ -428,3 +428,14 @@ pub fn v2_hierarchy() -> Result<PathBuf, String> {
         .map(|(l, _)| PathBuf::from(l.split_whitespace().nth(4).unwrap_or("")))
         .ok_or_else(|| "no cgroup v2 hierarchy is mounted".into())
 }
+
+/// The value, or None after printing why the calling test is skipped.
+pub fn or_skip<T>(found: Result<T, String>) -> Option<T> {
+    match found {
+        Ok(v) => Some(v),
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            None
+        }
+    }
+}

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bpfkill_tests::{
-    code, marker_survivors, pids_hierarchy, poll_until, require_privileges, text, unique, wait_gone,
+    code, marker_survivors, or_skip, pids_hierarchy, poll_until, require_privileges, text, unique, wait_gone,
     Instance, TempCgroup,
 };
 
@@ -22,12 +22,8 @@ fn real_time() -> bool {
 #[test]
 fn fork_bomb_in_a_pids_cgroup_leaves_no_survivors() {
     require_privileges!();
-    let mount = match pids_hierarchy() {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
+    let Some(mount) = or_skip(pids_hierarchy()) else {
+        return;
     };
     let inst = Instance::loaded();
     let cg = TempCgroup::create(&mount, &unique("bpfkill-bomb"));

@@ -4,8 +4,8 @@
 use std::{process::Command, time::Duration};
 
 use bpfkill_tests::{
-    code, is_alive, marker_survivors, poll_until, require_privileges, state, text, unique, v2_hierarchy,
-    wait_gone, Instance, TempCgroup, Tree,
+    code, is_alive, marker_survivors, or_skip, poll_until, require_privileges, state, text, unique,
+    v2_hierarchy, wait_gone, Instance, TempCgroup, Tree,
 };
 
 const GONE: Duration = Duration::from_secs(10);
@@ -47,12 +47,8 @@ fn tight_fork_loop_during_the_kill_leaves_no_survivors() {
 #[test]
 fn a_child_that_moved_to_another_cgroup_is_killed() {
     require_privileges!();
-    let mount = match v2_hierarchy() {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
+    let Some(mount) = or_skip(v2_hierarchy()) else {
+        return;
     };
     let inst = Instance::loaded();
     let cg = TempCgroup::create(&mount, &unique("bpfkill-move"));
@@ -336,12 +332,8 @@ fn unrelated_processes_are_never_candidates() {
 #[test]
 fn a_dedicated_cgroup_adds_evidence_and_shared_ones_are_refused() {
     require_privileges!();
-    let mount = match v2_hierarchy() {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
+    let Some(mount) = or_skip(v2_hierarchy()) else {
+        return;
     };
     let inst = Instance::loaded();
     let service = unique("cg");

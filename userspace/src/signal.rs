@@ -24,10 +24,6 @@ impl Signal {
     pub const KILL: Signal = Signal(9);
     /// SIGTERM.
     pub const TERM: Signal = Signal(15);
-    /// SIGCONT.
-    pub const CONT: Signal = Signal(18);
-    /// SIGSTOP.
-    pub const STOP: Signal = Signal(19);
     /// SIGINT (used by tests).
     #[cfg(test)]
     pub const INT_FOR_TESTS: Signal = Signal(2);

@@ -321,11 +321,6 @@ impl Tracking {
         })
     }
 
-    /// The pin tree this instance lives in.
-    pub fn paths(&self) -> &PinPaths {
-        &self.paths
-    }
-
     /// Capacity of the tag map.
     pub fn max_tags(&self) -> u32 {
         self.max_tags

@@ -214,44 +214,60 @@ pub fn run(root: &Path) -> Result<()> {
     result
 }
 
+type Row = (&'static str, &'static str, Option<Duration>);
+
+/// Runs the helper with `args` as a service once per tool, and times each tool until no
+/// process carrying the run's marker is alive. The tree is cleaned up whatever happens.
+fn marker_scenario(
+    b: &Bench,
+    name: &'static str,
+    tag: &str,
+    args: &[&str],
+    warmup: Duration,
+    limit: Duration,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for tool in ["bpfkill", "pkill"] {
+        let marker = format!("bench-{tag}-{tool}-{}", std::process::id());
+        let service = format!("bench-{tag}-{tool}");
+        let mut full_args = args.to_vec();
+        full_args.extend(["--marker", &marker]);
+        let mut child = b.start_service(&service, &full_args)?;
+        std::thread::sleep(warmup);
+        let alive = || survivors(&marker);
+        let t = if tool == "bpfkill" {
+            b.bpfkill_kill(&service, alive, limit)
+        } else {
+            Ok(b.pkill_kill(&["-f", &marker], alive, limit))
+        };
+        cleanup(&marker);
+        let _ = child.wait();
+        rows.push((name, tool, t?));
+    }
+    Ok(rows)
+}
+
 fn scenarios(b: &Bench) -> Result<()> {
     let limit = Duration::from_secs(30);
     let mut rows = Vec::new();
 
-    // 1. A service with 1000 sleeping processes.
-    for tool in ["bpfkill", "pkill"] {
-        let marker = format!("bench-spawn-{tool}-{}", std::process::id());
-        let mut child = b.start_service(
-            &format!("bench-spawn-{tool}"),
-            &["spawn", "1000", "--marker", &marker],
-        )?;
-        let alive = || survivors(&marker);
-        let t = if tool == "bpfkill" {
-            b.bpfkill_kill(&format!("bench-spawn-{tool}"), alive, limit)?
-        } else {
-            b.pkill_kill(&["-f", &marker], alive, limit)
-        };
-        rows.push(("1000 sleeping processes", tool, t));
-        cleanup(&marker);
-        let _ = child.wait();
-    }
-
-    // 2. A process forking in a tight loop.
-    for tool in ["bpfkill", "pkill"] {
-        let marker = format!("bench-loop-{tool}-{}", std::process::id());
-        let mut child =
-            b.start_service(&format!("bench-loop-{tool}"), &["fork-loop", "--marker", &marker])?;
-        std::thread::sleep(Duration::from_millis(300)); // let the loop run at full speed
-        let alive = || survivors(&marker);
-        let t = if tool == "bpfkill" {
-            b.bpfkill_kill(&format!("bench-loop-{tool}"), alive, limit)?
-        } else {
-            b.pkill_kill(&["-f", &marker], alive, limit)
-        };
-        rows.push(("tight fork loop", tool, t));
-        cleanup(&marker);
-        let _ = child.wait();
-    }
+    // 1. A service with 1000 sleeping processes; 2. a process forking in a tight loop.
+    rows.extend(marker_scenario(
+        b,
+        "1000 sleeping processes",
+        "spawn",
+        &["spawn", "1000"],
+        Duration::ZERO,
+        limit,
+    )?);
+    rows.extend(marker_scenario(
+        b,
+        "tight fork loop",
+        "loop",
+        &["fork-loop"],
+        Duration::from_millis(300), // let the loop run at full speed
+        limit,
+    )?);
 
     // 3. A fork bomb confined to pids.max=2000.
     if let Some(mount) = pids_mount() {

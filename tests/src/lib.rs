@@ -37,12 +37,29 @@ pub fn privileged_skip_reason() -> Option<String> {
     None
 }
 
+/// Environment variable naming a file where each skipped test appends one line, so a
+/// runner (`cargo xtask vm-test`) can count skips apart from passes.
+pub const SKIP_LOG_ENV: &str = "BPFKILL_SKIP_LOG";
+
+/// Records that the calling test is skipped: prints why, and appends
+/// `<test name>\t<reason>` to `$BPFKILL_SKIP_LOG` when that is set.
+pub fn skip(reason: &str) {
+    eprintln!("SKIPPED: {reason}");
+    if let Some(path) = std::env::var_os(SKIP_LOG_ENV) {
+        use std::io::Write;
+        let name = std::thread::current().name().unwrap_or("?").to_owned();
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{name}\t{}", reason.replace('\n', " "));
+        }
+    }
+}
+
 /// Skips the calling test (printing why) unless it can load eBPF here.
 #[macro_export]
 macro_rules! require_privileges {
     () => {
         if let Some(reason) = $crate::privileged_skip_reason() {
-            eprintln!("SKIPPED: {reason}");
+            $crate::skip(&reason);
             return;
         }
     };
@@ -434,7 +451,7 @@ pub fn or_skip<T>(found: Result<T, String>) -> Option<T> {
     match found {
         Ok(v) => Some(v),
         Err(why) => {
-            eprintln!("SKIPPED: {why}");
+            skip(&why);
             None
         }
     }

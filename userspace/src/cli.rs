@@ -181,7 +181,13 @@ enum Command {
         /// Service name (all services when omitted).
         #[arg(long, value_name = "NAME")]
         service: Option<String>,
-        /// Print a JSON array.
+        /// Draw the lineage as a tree, from the recorded creators (not from ppid).
+        #[arg(long, conflicts_with = "json")]
+        tree: bool,
+        /// Only processes that escaped (with their reasons).
+        #[arg(long)]
+        escaped: bool,
+        /// Print a JSON array (field names are stable; see README).
         #[arg(long)]
         json: bool,
     },
@@ -277,11 +283,24 @@ pub fn main() -> anyhow::Result<u8> {
             )?;
             Ok(exit::OK)
         }
-        Some(Command::Ps { service, json }) => {
+        Some(Command::Ps {
+            service,
+            tree,
+            escaped,
+            json,
+        }) => {
             let tracking = Tracking::open(&paths)?;
-            let entries = ps::list(&tracking, service.as_deref())?;
+            let query = ps::Query {
+                service: service.as_deref(),
+                escaped_only: escaped,
+            };
+            let entries = ps::list(&tracking, &query)?;
             if json {
                 ps::write_json(&entries, &mut stdout)?;
+            } else if tree {
+                use std::io::IsTerminal;
+                let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                ps::write_tree(&tracking, &entries, colour, &mut stdout)?;
             } else {
                 ps::write_table(&entries, &mut stdout)?;
             }

@@ -25,6 +25,7 @@ pub mod escape;
 pub mod events;
 pub mod guard;
 pub mod identity;
+pub mod journal;
 pub mod kill;
 pub mod layout;
 pub mod mounts;

@@ -1,19 +1,30 @@
-//! `bpfkill ps`: the live tagged processes of a service (or of every service).
+//! `bpfkill ps`: the forensic live listing of tagged processes, as a table, a lineage tree
+//! (from the recorded creators, not from ppid) or JSON.
+//!
+//! /proc is read once per process, in parallel over the CPUs, so a listing of 10,000
+//! processes stays fast (see `cargo xtask bench`).
 
-use std::io::{self, Write};
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::{self, Write},
+    os::unix::fs::MetadataExt,
+    path::Path,
+};
 
-use bpfkill_common::tag_flags;
+use bpfkill_common::{tag_flags, Tag};
 use procfs::process::Process;
 use serde::Serialize;
 
 use crate::{
+    cgroup,
     error::Result,
+    escape::{self, Reason},
     identity,
     service::{self, Service},
     tracking::Tracking,
 };
 
-/// One live tagged process. Field names are part of the JSON interface.
+/// One live tagged process. Field names are part of the JSON interface (see README).
 #[derive(Debug, Clone, Serialize)]
 pub struct PsEntry {
     /// Its tgid.
@@ -22,56 +33,241 @@ pub struct PsEntry {
     pub ppid: u32,
     /// The process that forked it (null when unknown: adopted by `track`, or the main process).
     pub creator_pid: Option<u32>,
+    /// Whether that creator (the same process, not a reused number) is still alive.
+    pub creator_alive: Option<bool>,
     /// Service name.
     pub service: String,
-    /// comm.
-    pub comm: String,
-    /// Resolved /proc/PID/exe (null when unreadable, e.g. a zombie).
-    pub exe: Option<String>,
     /// Start time in clock ticks since boot (field 22 of /proc/PID/stat).
     pub start_time: u64,
-    /// True when its parent is no longer its creator.
+    /// Start time, RFC 3339 UTC.
+    pub started: String,
+    /// Real user id.
+    pub uid: Option<u32>,
+    /// comm.
+    pub comm: String,
+    /// Resolved /proc/PID/exe (null when unreadable).
+    pub exe: Option<String>,
+    /// The command line, arguments joined by spaces.
+    pub cmdline: String,
+    /// State letter (R, S, D, T, Z, ...).
+    pub state: String,
+    /// Its cgroup v2 path now (null without cgroup v2).
+    pub cgroup: Option<String>,
+    /// The cgroup v2 path it was forked in (null when unknown or since removed).
+    pub cgroup_at_fork: Option<String>,
+    /// Session id.
+    pub sid: u32,
+    /// Inode of its PID namespace.
+    pub pidns: Option<u64>,
+    /// True when any escape reason applies.
     pub escaped: bool,
+    /// How it escaped.
+    pub escape_reasons: Vec<Reason>,
     /// `forked` (tagged at fork), `main` (registered by run/track) or `unknown` (adopted).
     pub lineage: &'static str,
+    #[serde(skip)]
+    tag: Tag,
 }
 
-/// Lists the live tagged processes of `service` (all services when None), sorted by PID.
-pub fn list(tracking: &Tracking, service: Option<&str>) -> Result<Vec<PsEntry>> {
-    let services: Vec<Service> = match service {
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct Query<'a> {
+    /// One service (all when None).
+    pub service: Option<&'a str>,
+    /// Only escaped processes.
+    pub escaped_only: bool,
+}
+
+/// What /proc says about one process.
+struct Snapshot {
+    stat: procfs::process::Stat,
+    uid: Option<u32>,
+    cmdline: String,
+    exe: Option<String>,
+    cgroup: Option<String>,
+    pidns: Option<u64>,
+}
+
+fn snapshot(pid: u32) -> Option<Snapshot> {
+    let p = Process::new(pid as i32).ok()?;
+    let stat = p.stat().ok()?;
+    let cgroup = p
+        .cgroups()
+        .ok()
+        .and_then(|cgs| cgs.into_iter().find(|c| c.hierarchy == 0).map(|c| c.pathname));
+    let pidns = std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .and_then(|l| {
+            let s = l.to_string_lossy();
+            s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+        });
+    Some(Snapshot {
+        uid: p.uid().ok(),
+        cmdline: p.cmdline().map(|a| a.join(" ")).unwrap_or_default(),
+        exe: p.exe().ok().map(|e| e.to_string_lossy().into_owned()),
+        cgroup,
+        pidns,
+        stat,
+    })
+}
+
+/// Snapshots of `pids`, read in parallel; missing entries are gone.
+fn snapshots(pids: &[u32]) -> HashMap<u32, Snapshot> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    if pids.len() < 256 || threads == 1 {
+        return pids.iter().filter_map(|&p| Some((p, snapshot(p)?))).collect();
+    }
+    let chunk = pids.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pids
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .filter_map(|&p| Some((p, snapshot(p)?)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// cgroup v2 ids (directory inodes) to paths, for `cgroup_at_fork`.
+fn cgroup_paths(mount: &Path) -> HashMap<u64, String> {
+    fn walk(dir: &Path, rel: &str, out: &mut HashMap<u64, String>, depth: usize) {
+        if let Ok(m) = std::fs::metadata(dir) {
+            out.insert(m.ino(), if rel.is_empty() { "/".into() } else { rel.into() });
+        }
+        if depth > 32 {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                walk(&e.path(), &format!("{rel}/{name}"), out, depth + 1);
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    walk(mount, "", &mut out, 0);
+    out
+}
+
+/// Wall-clock ns since the Unix epoch of a boot-time ns value.
+fn boot_ns_to_unix_ns(boot_ns: u64) -> u64 {
+    use rustix::time::{clock_gettime, ClockId};
+    let ns = |t: rustix::time::Timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;
+    let offset = ns(clock_gettime(ClockId::Realtime)) - ns(clock_gettime(ClockId::Boottime));
+    (offset + boot_ns as i128).max(0) as u64
+}
+
+fn rfc3339(unix_ns: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn facts(s: &Snapshot, cgroup_id: Option<u64>) -> escape::Facts {
+    escape::Facts {
+        ppid: s.stat.ppid as u32,
+        sid: s.stat.session as u32,
+        pidns: s.pidns,
+        cgroup_id,
+        comm: s.stat.comm.clone(),
+        exe: s.exe.clone(),
+    }
+}
+
+/// Lists the live tagged processes the query selects, sorted by PID.
+pub fn list(tracking: &Tracking, query: &Query<'_>) -> Result<Vec<PsEntry>> {
+    let services: Vec<Service> = match query.service {
         Some(name) => vec![service::resolve(tracking, name)?],
         None => service::list(tracking),
     };
+    let tags: Vec<(u32, Tag, &Service)> = tracking
+        .tags()
+        .into_iter()
+        .filter_map(|(pid, tag)| Some((pid, tag, services.iter().find(|s| s.id == tag.service_id)?)))
+        .collect();
+    // Read each process once, plus the main processes and live creators the reasons need.
+    let mut wanted: Vec<u32> = tags.iter().map(|(p, _, _)| *p).collect();
+    wanted.extend(services.iter().map(|s| s.record.main_pid));
+    wanted.extend(tags.iter().map(|(_, t, _)| t.creator_pid).filter(|&c| c != 0));
+    wanted.sort_unstable();
+    wanted.dedup();
+    let snaps = snapshots(&wanted);
+    let v2 = cgroup::v2_mount();
+    let paths: HashMap<u64, String> = match (&v2, tags.is_empty()) {
+        (Some(m), false) => cgroup_paths(m),
+        _ => HashMap::new(),
+    };
+    let ids: HashMap<&str, u64> = paths.iter().map(|(id, p)| (p.as_str(), *id)).collect();
+    let alive = |pid: u32, start_ns: u64| -> Option<&Snapshot> {
+        let s = snaps.get(&pid)?;
+        (identity::matches(start_ns, s.stat.starttime) && !identity::is_dead(&s.stat)).then_some(s)
+    };
+    let cg_id = |s: &Snapshot| s.cgroup.as_deref().and_then(|p| ids.get(p).copied());
+    let mains: HashMap<u32, escape::Facts> = services
+        .iter()
+        .filter_map(|svc| {
+            let s = alive(svc.record.main_pid, svc.record.main_start_ns)?;
+            Some((svc.id, facts(s, cg_id(s))))
+        })
+        .collect();
+    let ns_per_tick = identity::ns_per_tick();
     let mut out = Vec::new();
-    for (pid, tag) in tracking.tags() {
-        let Some(svc) = services.iter().find(|s| s.id == tag.service_id) else {
-            continue;
+    for (pid, tag, svc) in tags {
+        let Some(snap) = alive(pid, tag.start_ns) else {
+            continue; // exited, a zombie, or the number was recycled
         };
-        let Ok(proc_) = Process::new(pid as i32) else {
-            continue;
+        let forked = tag.flags & tag_flags::FORKED != 0;
+        let creator = forked
+            .then(|| alive(tag.creator_pid, tag.creator_start_ns))
+            .flatten();
+        let my_facts = facts(snap, cg_id(snap));
+        let creator_facts = creator.map(|c| facts(c, cg_id(c)));
+        let ctx = escape::Context {
+            main: mains.get(&svc.id),
         };
-        let Ok(stat) = proc_.stat() else { continue };
-        if !identity::matches(tag.start_ns, stat.starttime) || identity::is_dead(&stat) {
-            continue; // the number was recycled, or the process is a zombie
+        let reasons = escape::reasons(&tag, &my_facts, creator_facts.as_ref(), &ctx);
+        if query.escaped_only && reasons.is_empty() {
+            continue;
         }
-        let creator_pid = (tag.flags & tag_flags::FORKED != 0).then_some(tag.creator_pid);
-        let ppid = stat.ppid as u32;
         out.push(PsEntry {
             pid,
-            ppid,
-            creator_pid,
+            ppid: snap.stat.ppid as u32,
+            creator_pid: forked.then_some(tag.creator_pid),
+            creator_alive: forked.then_some(creator.is_some()),
             service: svc.name.clone(),
-            comm: stat.comm.clone(),
-            exe: proc_.exe().ok().map(|p| p.to_string_lossy().into_owned()),
-            start_time: stat.starttime,
-            escaped: creator_pid.is_some_and(|c| c != ppid),
-            lineage: if tag.flags & tag_flags::FORKED != 0 {
+            start_time: snap.stat.starttime,
+            started: rfc3339(boot_ns_to_unix_ns(snap.stat.starttime * ns_per_tick)),
+            uid: snap.uid,
+            comm: snap.stat.comm.clone(),
+            exe: snap.exe.clone(),
+            cmdline: snap.cmdline.clone(),
+            state: snap.stat.state.to_string(),
+            cgroup: snap.cgroup.clone(),
+            cgroup_at_fork: (forked && tag.cgroup_id != 0)
+                .then(|| paths.get(&tag.cgroup_id).cloned())
+                .flatten(),
+            sid: snap.stat.session as u32,
+            pidns: snap.pidns,
+            escaped: !reasons.is_empty(),
+            escape_reasons: reasons,
+            lineage: if forked {
                 "forked"
             } else if tag.flags & tag_flags::MAIN != 0 {
                 "main"
             } else {
                 "unknown"
             },
+            tag,
         });
     }
     out.sort_by_key(|e| e.pid);
@@ -84,26 +280,181 @@ pub fn write_json(entries: &[PsEntry], out: &mut impl Write) -> io::Result<()> {
     writeln!(out)
 }
 
+fn reason_list(e: &PsEntry) -> String {
+    e.escape_reasons
+        .iter()
+        .map(|r| r.name())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Writes the entries as a table.
 pub fn write_table(entries: &[PsEntry], out: &mut impl Write) -> io::Result<()> {
     writeln!(
         out,
-        "{:>7} {:>7} {:>7} {:<16} {:<16} {:<7} EXE",
-        "PID", "PPID", "CREATOR", "SERVICE", "COMM", "ESCAPED"
+        "{:>7} {:>7} {:>8} {:<16} {:<5} {:<1} {:<16} {:<24} CMDLINE",
+        "PID", "PPID", "CREATOR", "SERVICE", "UID", "S", "COMM", "ESCAPED"
     )?;
     for e in entries {
-        let creator = e.creator_pid.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+        let creator = match (e.creator_pid, e.creator_alive) {
+            (Some(c), Some(false)) => format!("{c}†"),
+            (Some(c), _) => c.to_string(),
+            (None, _) if e.lineage == "unknown" => "?".into(),
+            (None, _) => "-".into(),
+        };
+        let escaped = if e.escaped { reason_list(e) } else { "no".into() };
         writeln!(
             out,
-            "{:>7} {:>7} {:>7} {:<16} {:<16} {:<7} {}",
+            "{:>7} {:>7} {:>8} {:<16} {:<5} {:<1} {:<16} {:<24} {}",
             e.pid,
             e.ppid,
             creator,
             e.service,
+            e.uid.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+            e.state,
             e.comm,
-            if e.escaped { "yes" } else { "no" },
-            e.exe.as_deref().unwrap_or("-")
+            escaped,
+            if e.cmdline.is_empty() {
+                e.exe.as_deref().unwrap_or("-")
+            } else {
+                &e.cmdline
+            }
         )?;
+    }
+    if entries.iter().any(|e| e.creator_alive == Some(false)) {
+        writeln!(out, "(† the creator has exited)")?;
+    }
+    Ok(())
+}
+
+fn same_start(a_ns: u64, b_ns: u64) -> bool {
+    identity::ns_to_ticks(a_ns) == identity::ns_to_ticks(b_ns)
+}
+
+/// The lineage tree: each process under the process that forked it.
+struct Lineage<'a> {
+    live: HashMap<u32, &'a PsEntry>,
+    children: BTreeMap<u32, Vec<u32>>,
+    colour: bool,
+}
+
+impl Lineage<'_> {
+    fn label(&self, pid: u32) -> String {
+        let Some(e) = self.live.get(&pid) else {
+            return self.paint("2", &format!("[exited] {pid}"));
+        };
+        let mut s = format!("{} {}", e.comm, e.pid);
+        if e.lineage != "forked" {
+            s.push_str(&format!(" [{}]", e.lineage));
+        }
+        if e.creator_pid.is_some_and(|c| c != e.ppid) {
+            s.push_str(&format!(" (ppid {})", e.ppid));
+        }
+        if e.escaped {
+            s.push_str(&self.paint("1;31", &format!(" ESCAPED: {}", reason_list(e))));
+        }
+        s
+    }
+
+    fn paint(&self, sgr: &str, text: &str) -> String {
+        if self.colour {
+            format!("\x1b[{sgr}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn draw(&self, out: &mut impl Write, pid: u32, prefix: &str, last: bool) -> io::Result<()> {
+        let branch = if last { "└─ " } else { "├─ " };
+        writeln!(out, "{prefix}{branch}{}", self.label(pid))?;
+        let kids = self.children.get(&pid).map(Vec::as_slice).unwrap_or(&[]);
+        let next = format!("{prefix}{}", if last { "   " } else { "│  " });
+        for (i, &k) in kids.iter().enumerate() {
+            self.draw(out, k, &next, i + 1 == kids.len())?;
+        }
+        Ok(())
+    }
+
+    fn service_of(&self, pid: u32) -> Option<&str> {
+        if let Some(e) = self.live.get(&pid) {
+            return Some(&e.service);
+        }
+        self.children.get(&pid)?.iter().find_map(|&k| self.service_of(k))
+    }
+}
+
+/// Writes the lineage tree, from the recorded creators rather than ppid: a double-forked
+/// grandchild appears under its creator even though init adopted it. Exited creators still
+/// in the ghost map appear as `[exited]` nodes; escaped processes are marked (in colour
+/// only when `colour` is set).
+pub fn write_tree(
+    tracking: &Tracking,
+    entries: &[PsEntry],
+    colour: bool,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let live: HashMap<u32, &PsEntry> = entries.iter().map(|e| (e.pid, e)).collect();
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    let mut exited: std::collections::HashSet<u32> = std::collections::HashSet::new();
+    let mut roots: Vec<u32> = Vec::new();
+    for e in entries {
+        let Some(first_creator) = e.creator_pid else {
+            roots.push(e.pid);
+            continue;
+        };
+        let (mut child, mut creator, mut creator_start) = (e.pid, first_creator, e.tag.creator_start_ns);
+        loop {
+            parent.insert(child, creator);
+            if live
+                .get(&creator)
+                .is_some_and(|c| same_start(c.tag.start_ns, creator_start))
+                || exited.contains(&creator)
+            {
+                break;
+            }
+            exited.insert(creator);
+            // The creator has exited: climb through the ghost map while it remembers.
+            match tracking
+                .ghost(creator)
+                .filter(|g| same_start(g.start_ns, creator_start) && g.flags & tag_flags::FORKED != 0)
+                .filter(|g| g.creator_pid != 0)
+            {
+                Some(g) => {
+                    child = creator;
+                    creator = g.creator_pid;
+                    creator_start = g.creator_start_ns;
+                }
+                None => {
+                    roots.push(creator);
+                    break;
+                }
+            }
+        }
+    }
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for (&child, &par) in &parent {
+        children.entry(par).or_default().push(child);
+    }
+    for v in children.values_mut() {
+        v.sort_unstable();
+    }
+    roots.sort_unstable();
+    roots.dedup();
+    let tree = Lineage {
+        live,
+        children,
+        colour,
+    };
+    let mut by_service: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for r in roots {
+        let svc = tree.service_of(r).unwrap_or("?").to_string();
+        by_service.entry(svc).or_default().push(r);
+    }
+    for (svc, rs) in by_service {
+        writeln!(out, "{svc}")?;
+        for (i, r) in rs.iter().enumerate() {
+            tree.draw(out, *r, "", i + 1 == rs.len())?;
+        }
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask bootstrap | demo | test`.
+//! Project tasks: `cargo xtask bootstrap | demo | test | vm-test | bench`.
 //!
 //! `bootstrap` installs, idempotently, what building the kernel programs needs (Debian's
 //! rustc with a prebuilt `core` for bpfel-unknown-none, LLVM 22, bpf-linker 0.13.0); every
@@ -15,6 +15,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod vm;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -32,8 +33,29 @@ enum Task {
     Demo,
     /// Benchmark bpfkill against pkill side by side (release build, root).
     Bench,
-    /// Run the whole test suite (unit tests, then the privileged integration tests).
+    /// Run the whole test suite on the running kernel (unit tests, then the privileged
+    /// integration tests); same as `vm-test --host`.
     Test {
+        /// Extra arguments for the test binaries (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the suite on the host kernel and/or Debian kernels booted in qemu, then print a
+    /// per-kernel table of passed/failed/skipped tests.
+    VmTest {
+        /// Also run the suite on the running kernel.
+        #[arg(long)]
+        host: bool,
+        /// A kernel to boot: a series (6.1, 6.12), a Debian package name, or a vmlinuz path.
+        /// Repeatable.
+        #[arg(long = "kernel", value_name = "KERNEL")]
+        kernels: Vec<String>,
+        /// Time limit for each VM.
+        #[arg(long, default_value = "25m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Use KVM instead of TCG emulation (KVM hangs on some hosts).
+        #[arg(long)]
+        kvm: bool,
         /// Extra arguments for the test binaries (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -113,17 +135,7 @@ fn bootstrap() -> Result<()> {
         && Path::new("/usr/include/zstd.h").exists()
         && Path::new("/usr/include/zlib.h").exists();
     if !apt_ok {
-        if !is_root() {
-            bail!(
-                "missing Debian packages; as root run: apt-get install {}",
-                APT_PACKAGES.join(" ")
-            );
-        }
-        run(Command::new("apt-get").args(["update", "-q"]))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(APT_PACKAGES)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        apt_install(&APT_PACKAGES)?;
     }
     if !bpf_linker_ok() {
         run(
@@ -225,29 +237,60 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
-fn test(args: &[String]) -> Result<()> {
-    bootstrap()?;
-    // The integration tests run the real binaries, so build them first.
-    run(cargo().args(["build", "-p", "bpfkill", "-p", "bpfkill-tests", "--bins"]))?;
-    let mut cmd = cargo();
-    cmd.args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "xtask",
-        "--",
-        "--test-threads=2",
-    ])
-    .args(args);
-    cmd.env("BPFKILL_BIN", bpfkill_bin());
-    run(&mut cmd)
+/// Installs Debian packages (root only).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "missing Debian packages; as root run: apt-get install {}",
+            packages.join(" ")
+        );
+    }
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Bootstrap => bootstrap(),
         Task::Demo => demo(),
-        Task::Test { args } => test(&args),
+        Task::Test { args } => {
+            bootstrap()?;
+            vm::run(
+                &root(),
+                &vm::Options {
+                    host: true,
+                    kernels: Vec::new(),
+                    timeout: std::time::Duration::ZERO,
+                    kvm: false,
+                    test_args: args,
+                },
+            )
+        }
+        Task::VmTest {
+            host,
+            kernels,
+            timeout,
+            kvm,
+            args,
+        } => {
+            bootstrap()?;
+            if !host && kernels.is_empty() {
+                bail!("nothing to run: give --host and/or --kernel SERIES");
+            }
+            vm::run(
+                &root(),
+                &vm::Options {
+                    host,
+                    kernels,
+                    timeout,
+                    kvm,
+                    test_args: args,
+                },
+            )
+        }
         Task::Bench => {
             bootstrap()?;
             run(cargo().args([

@@ -17,6 +17,20 @@
 //!   forever, each child re-exec'ing itself first (confine it with a pids cgroup).
 //! - `spawn N`: forks N children that pause, then prints `ready pid=PID` and pauses.
 //! - `mover DIR`: forks a child that moves itself into cgroup DIR; `ready main=PID mover=PID`.
+//! - `daemon [--rename NAME]`: forks a child that calls daemon(3) (fork, setsid, stdio to
+//!   /dev/null); the daemonised process reports itself: `ready main=PID escapee=PID`.
+//! - `clone-parent [--rename NAME]`: the main process clones with CLONE_PARENT, so the new
+//!   process is a child of the main process's parent (outside the service).
+//! - `vfork-exec [--rename NAME]`: posix_spawn (clone with CLONE_VM|CLONE_VFORK, then exec)
+//!   of `forker pause --quiet`.
+//! - `exec-other PROGRAM ARGS...`: forks a child that execs another program (reported as
+//!   `escapee`).
+//! - `subreaper PROGRAM ARGS...`: becomes a child subreaper, runs PROGRAM as its child (its
+//!   output passes through) and reaps whatever is reparented to it, forever.
+//! - `pidns [--rename NAME]`: unshares a new PID namespace and forks its init, which forks a
+//!   grandchild: `ready main=PID escapee=PID nested=PID` (PIDs as seen from the initial
+//!   namespace).
+//! - `pause --quiet` prints nothing.
 //!
 //! Any extra `--marker WORD` argument is ignored; tests use it to find every process of a
 //! tree in /proc (forked children keep their parent's command line).
@@ -241,6 +255,207 @@ fn mover(dir: &str) -> ! {
     pause_forever()
 }
 
+/// A pipe on which a descendant reports its PID (as seen through /proc, i.e. in the initial
+/// PID namespace) to the main process.
+struct PidPipe([libc::c_int; 2]);
+
+impl PidPipe {
+    fn new() -> Self {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for two descriptors.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            die("pipe");
+        }
+        PidPipe(fds)
+    }
+
+    /// Called in the descendant.
+    fn send_self(&self) {
+        let me = proc_self_pid().to_ne_bytes();
+        // SAFETY: writes 4 bytes from a live buffer.
+        unsafe { libc::write(self.0[1], me.as_ptr().cast(), me.len()) };
+    }
+
+    /// Called in the main process.
+    fn receive(&self) -> u32 {
+        let mut buf = [0u8; 4];
+        // SAFETY: reads 4 bytes into a live buffer.
+        if unsafe { libc::read(self.0[0], buf.as_mut_ptr().cast(), 4) } != 4 {
+            die("read a reported pid");
+        }
+        u32::from_ne_bytes(buf)
+    }
+}
+
+/// The caller's PID in the namespace of the mounted /proc (the initial one on a host), which
+/// differs from getpid() inside a new PID namespace.
+fn proc_self_pid() -> u32 {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(std::process::id)
+}
+
+fn maybe_rename(args: &[String]) {
+    if let Some(n) = flag_value(args, "--rename") {
+        rename(&n);
+    }
+}
+
+fn daemon_mode(args: &[String]) -> ! {
+    let pipe = PidPipe::new();
+    if fork() == 0 {
+        // SAFETY: daemon(3) forks; the parent half exits inside it.
+        if unsafe { libc::daemon(0, 0) } != 0 {
+            die("daemon");
+        }
+        maybe_rename(args);
+        pipe.send_self();
+        pause_forever();
+    }
+    let escapee = pipe.receive();
+    say(&format!("ready main={} escapee={escapee}", std::process::id()));
+    pause_forever()
+}
+
+fn clone_parent(args: &[String]) -> ! {
+    let pipe = PidPipe::new();
+    // SAFETY: a fork-like clone (no new stack, no shared VM) of a single-threaded process.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        die("clone(CLONE_PARENT)");
+    }
+    if pid == 0 {
+        maybe_rename(args);
+        pipe.send_self();
+        pause_forever();
+    }
+    let escapee = pipe.receive();
+    say(&format!("ready main={} escapee={escapee}", std::process::id()));
+    pause_forever()
+}
+
+fn vfork_exec(args: &[String]) -> ! {
+    let exe = CString::new("/proc/self/exe").unwrap_or_else(|_| die("exe"));
+    let mut argv_owned: Vec<CString> = ["forker", "pause", "--quiet"]
+        .iter()
+        .map(|a| CString::new(*a).unwrap_or_else(|_| die("argv")))
+        .collect();
+    if let Some(n) = flag_value(args, "--rename") {
+        argv_owned.push(CString::new("--rename").unwrap_or_else(|_| die("argv")));
+        argv_owned.push(CString::new(n).unwrap_or_else(|_| die("argv")));
+    }
+    let mut argv: Vec<*mut libc::c_char> = argv_owned.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv.push(std::ptr::null_mut());
+    let mut pid: libc::pid_t = 0;
+    extern "C" {
+        static environ: *const *mut libc::c_char;
+    }
+    // SAFETY: argv is NULL-terminated; no file actions or attributes; glibc's posix_spawn
+    // clones with CLONE_VM|CLONE_VFORK and execs.
+    let rc = unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            exe.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            argv.as_ptr(),
+            environ,
+        )
+    };
+    if rc != 0 {
+        eprintln!("forker: posix_spawn: {}", std::io::Error::from_raw_os_error(rc));
+        std::process::exit(99);
+    }
+    say(&format!("ready main={} escapee={pid}", std::process::id()));
+    pause_forever()
+}
+
+fn exec_other(args: &[String]) -> ! {
+    let Some((program, rest)) = args.split_first() else {
+        die("exec-other needs a program")
+    };
+    // The write end closes on a successful exec, so EOF on the read end means "exec'd".
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        die("pipe2");
+    }
+    let child = fork();
+    if child == 0 {
+        use std::os::unix::process::CommandExt;
+        let err = std::process::Command::new(program).args(rest).exec();
+        eprintln!("forker: exec {program}: {err}");
+        // SAFETY: leave without running the parent's exit handlers.
+        unsafe { libc::_exit(127) };
+    }
+    let mut byte = 0u8;
+    // SAFETY: closes our copy of the write end, then reads until the child's copy closes.
+    unsafe {
+        libc::close(fds[1]);
+        libc::read(fds[0], (&mut byte as *mut u8).cast(), 1);
+    }
+    say(&format!("ready main={} escapee={child}", std::process::id()));
+    pause_forever()
+}
+
+fn subreaper(args: &[String]) -> ! {
+    let Some((program, rest)) = args.split_first() else {
+        die("subreaper needs a program")
+    };
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) } != 0 {
+        die("prctl(PR_SET_CHILD_SUBREAPER)");
+    }
+    if let Err(e) = std::process::Command::new(program).args(rest).spawn() {
+        eprintln!("forker: start {program}: {e}");
+        std::process::exit(99);
+    }
+    loop {
+        // SAFETY: blocks until a child (or an adopted orphan) exits, then reaps it.
+        if unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } < 0 {
+            pause_forever();
+        }
+    }
+}
+
+fn pidns(args: &[String]) -> ! {
+    // SAFETY: the next fork's child is the init of a new PID namespace.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        die("unshare(CLONE_NEWPID)");
+    }
+    let pipe = PidPipe::new();
+    let ns_init = fork();
+    if ns_init == 0 {
+        if fork() == 0 {
+            maybe_rename(args);
+            pipe.send_self();
+            pause_forever();
+        }
+        loop {
+            // SAFETY: the namespace's init reaps its orphans.
+            if unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } < 0 {
+                pause_forever();
+            }
+        }
+    }
+    let nested = pipe.receive();
+    say(&format!(
+        "ready main={} escapee={ns_init} nested={nested}",
+        std::process::id()
+    ));
+    pause_forever()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((mode, rest)) = args.split_first() else {
@@ -274,15 +489,21 @@ fn main() {
                 .map(String::as_str)
                 .unwrap_or_else(|| die("mover needs a cgroup")),
         ),
+        "daemon" => daemon_mode(rest),
+        "clone-parent" => clone_parent(rest),
+        "vfork-exec" => vfork_exec(rest),
+        "exec-other" => exec_other(rest),
+        "subreaper" => subreaper(rest),
+        "pidns" => pidns(rest),
         "pause" => {
-            if let Some(n) = flag_value(rest, "--rename") {
-                rename(&n);
-            }
+            maybe_rename(rest);
             if rest.iter().any(|a| a == "--ignore-term") {
                 // SAFETY: installs SIG_IGN for SIGTERM.
                 unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
             }
-            say(&format!("ready pid={}", std::process::id()));
+            if !rest.iter().any(|a| a == "--quiet") {
+                say(&format!("ready pid={}", std::process::id()));
+            }
             pause_forever()
         }
         other => {

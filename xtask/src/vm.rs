@@ -1,0 +1,539 @@
+//! `cargo xtask vm-test`: the integration suite on the running kernel (`--host`) and on
+//! Debian kernels booted in qemu (`--kernel 6.1 --kernel 6.12 ...`), with a per-kernel table.
+//!
+//! For a VM run the kernel package is fetched with `apt-get download` and cached under
+//! `target/vm/`; the test binaries, the bpfkill and forker binaries, their shared libraries
+//! and a static busybox (for `sh`, `true`, `sleep`) are packed, at the same absolute paths as
+//! on the host, into a cpio initramfs whose `/init` is `vm-init` (see vm-init/src/main.rs).
+
+use std::{
+    collections::BTreeSet,
+    fs::File,
+    io::{BufRead, BufReader, BufWriter, Read, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use vm_suite::{Manifest, Tally, TestBinary, END_MARKER};
+
+/// What to run.
+pub struct Options {
+    /// Run the suite on the running kernel too.
+    pub host: bool,
+    /// Kernel series (`6.1`, `6.12`), Debian package names, or vmlinuz paths.
+    pub kernels: Vec<String>,
+    /// Per-VM time limit.
+    pub timeout: Duration,
+    /// Use KVM instead of TCG.
+    pub kvm: bool,
+    /// Arguments for every test binary (a name filter, `--nocapture`, ...).
+    pub test_args: Vec<String>,
+}
+
+struct Row {
+    kernel: String,
+    how: &'static str,
+    tally: Option<Tally>,
+    elapsed: Duration,
+    problem: Option<String>,
+}
+
+/// Builds the suite, runs it where asked, prints the table; fails if anything failed.
+pub fn run(root: &Path, opts: &Options) -> Result<()> {
+    let manifest = build_suite(&opts.test_args)?;
+    let mut rows = Vec::new();
+    if opts.host {
+        let started = Instant::now();
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let skip_log = root.join("target/vm/host-skipped");
+        std::fs::create_dir_all(skip_log.parent().expect("parent"))?;
+        let tally = vm_suite::run(&manifest, &skip_log);
+        for s in &tally.skips {
+            println!("skipped: {s}");
+        }
+        rows.push(Row {
+            kernel: release.trim().to_string(),
+            how: "host",
+            problem: (!tally.failing_binaries.is_empty())
+                .then(|| format!("failing: {}", tally.failing_binaries.join(", "))),
+            tally: Some(tally),
+            elapsed: started.elapsed(),
+        });
+    }
+    if !opts.kernels.is_empty() {
+        ensure_qemu()?;
+    }
+    for spec in &opts.kernels {
+        let started = Instant::now();
+        let row = match vm_run(root, spec, &manifest, opts) {
+            Ok((kernel, tally, problem)) => Row {
+                kernel,
+                how: if opts.kvm { "vm kvm" } else { "vm tcg" },
+                tally,
+                elapsed: started.elapsed(),
+                problem,
+            },
+            Err(e) => Row {
+                kernel: spec.clone(),
+                how: "vm",
+                tally: None,
+                elapsed: started.elapsed(),
+                problem: Some(format!("{e:#}")),
+            },
+        };
+        rows.push(row);
+    }
+    print_table(&rows);
+    let bad = rows
+        .iter()
+        .filter(|r| r.problem.is_some() || r.tally.is_none())
+        .count();
+    if bad > 0 {
+        bail!("{bad} of {} suite run(s) failed", rows.len());
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n{:<34} {:<7} {:>6} {:>6} {:>7} {:>8}  result",
+        "kernel", "where", "passed", "failed", "skipped", "time"
+    );
+    for r in rows {
+        let (p, f, s) = r
+            .tally
+            .as_ref()
+            .map(|t| (t.passed.to_string(), t.failed.to_string(), t.skipped.to_string()))
+            .unwrap_or(("-".into(), "-".into(), "-".into()));
+        let result = match &r.problem {
+            None => "ok".to_string(),
+            Some(p) => format!("FAILED: {p}"),
+        };
+        println!(
+            "{:<34} {:<7} {:>6} {:>6} {:>7} {:>7.0}s  {result}",
+            r.kernel,
+            r.how,
+            p,
+            f,
+            s,
+            r.elapsed.as_secs_f64()
+        );
+    }
+}
+
+/// Builds the binaries and lists the test executables.
+fn build_suite(test_args: &[String]) -> Result<Manifest> {
+    crate::run(crate::cargo().args([
+        "build",
+        "-p",
+        "bpfkill",
+        "-p",
+        "bpfkill-tests",
+        "-p",
+        "bpfkill-vm-init",
+        "--bins",
+    ]))?;
+    let out = crate::cargo()
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the tests failed");
+    }
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
+            continue;
+        }
+        let Some(exe) = msg["executable"].as_str() else {
+            continue;
+        };
+        let target = msg["target"]["name"].as_str().unwrap_or("?");
+        let kind = msg["target"]["kind"][0].as_str().unwrap_or("?");
+        let name = if kind == "test" {
+            target.to_string()
+        } else {
+            format!("{target} ({kind})")
+        };
+        binaries.push(TestBinary {
+            name,
+            path: PathBuf::from(exe),
+        });
+    }
+    // Unit tests first, then the integration tests; stable order.
+    binaries.sort_by_key(|b| (!b.name.contains('('), b.name.clone()));
+    binaries.dedup();
+    let mut args = vec!["--test-threads=2".to_string()];
+    args.extend(test_args.iter().cloned());
+    Ok(Manifest {
+        binaries,
+        env: vec![(
+            "BPFKILL_BIN".into(),
+            crate::bpfkill_bin().to_string_lossy().into_owned(),
+        )],
+        args,
+    })
+}
+
+fn ensure_qemu() -> Result<()> {
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return Ok(());
+    }
+    crate::apt_install(&["qemu-system-x86"])
+}
+
+fn cache_dir(root: &Path) -> PathBuf {
+    root.join("target/vm")
+}
+
+/// Downloads a Debian package into `dir` and unpacks it into `dir/x`.
+fn fetch_deb(package: &str, dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let status = Command::new("apt-get")
+        .args(["download", "-q", package])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .context("apt-get download")?;
+    if !status.success() {
+        bail!("apt-get download {package} failed");
+    }
+    let deb = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .with_context(|| format!("no .deb for {package} in {}", dir.display()))?;
+    let x = dir.join("x");
+    crate::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
+    std::fs::remove_file(&deb)?;
+    Ok(x)
+}
+
+/// Debian cloud kernel packages of a series (`6.1` → linux-image-6.1.0-N-cloud-amd64),
+/// newest first.
+fn kernel_packages(series: &str) -> Result<Vec<String>> {
+    let out = Command::new("apt-cache")
+        .args(["pkgnames", &format!("linux-image-{series}")])
+        .output()
+        .context("apt-cache pkgnames")?;
+    let prefix = format!("linux-image-{series}.");
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|n| n.starts_with(&prefix) && n.ends_with("-cloud-amd64"))
+        .map(str::to_string)
+        .collect();
+    let key = |n: &String| -> Vec<u32> {
+        n.split(|c: char| !c.is_ascii_digit())
+            .filter_map(|d| d.parse().ok())
+            .collect()
+    };
+    names.sort_by_key(|n| std::cmp::Reverse(key(n)));
+    Ok(names)
+}
+
+/// The vmlinuz for a spec, downloading and caching it when needed; returns (label, path).
+fn kernel_image(root: &Path, spec: &str) -> Result<(String, PathBuf)> {
+    let as_path = Path::new(spec);
+    if as_path.is_file() {
+        return Ok((spec.to_string(), as_path.to_path_buf()));
+    }
+    let candidates = if spec.starts_with("linux-image-") {
+        vec![spec.to_string()]
+    } else {
+        let mut c = kernel_packages(spec)?;
+        if c.is_empty() {
+            crate::run(Command::new("apt-get").args(["update", "-q"]))?;
+            c = kernel_packages(spec)?;
+        }
+        c
+    };
+    if candidates.is_empty() {
+        bail!("no Debian cloud kernel package found for series {spec}");
+    }
+    let mut last_err = None;
+    for package in candidates.iter().take(3) {
+        let release = package.trim_start_matches("linux-image-").to_string();
+        let cached = cache_dir(root).join("kernels").join(&release);
+        let vmlinuz = cached.join("vmlinuz");
+        if vmlinuz.is_file() {
+            return Ok((release, vmlinuz));
+        }
+        let tmp = cache_dir(root).join("download").join(&release);
+        let _ = std::fs::remove_dir_all(&tmp);
+        match fetch_deb(package, &tmp) {
+            Ok(x) => {
+                std::fs::create_dir_all(&cached)?;
+                std::fs::copy(x.join(format!("boot/vmlinuz-{release}")), &vmlinuz)
+                    .with_context(|| format!("vmlinuz in {package}"))?;
+                let _ = std::fs::copy(x.join(format!("boot/config-{release}")), cached.join("config"));
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Ok((release, vmlinuz));
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no kernel for {spec}")))
+}
+
+/// A static busybox for the shell utilities the tests call.
+fn busybox(root: &Path) -> Result<PathBuf> {
+    let cached = cache_dir(root).join("busybox");
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    let tmp = cache_dir(root).join("download/busybox");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let x = fetch_deb("busybox-static", &tmp)?;
+    std::fs::copy(x.join("bin/busybox"), &cached)?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(cached)
+}
+
+/// Shared libraries (and the ELF interpreter) a dynamically linked binary needs.
+fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(bin).output().context("ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, right)) => right.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+/// A newc cpio archive being written.
+struct Initramfs {
+    out: BufWriter<File>,
+    ino: u32,
+    dirs: BTreeSet<String>,
+}
+
+impl Initramfs {
+    fn create(path: &Path) -> Result<Self> {
+        Ok(Initramfs {
+            out: BufWriter::new(File::create(path).with_context(|| format!("create {}", path.display()))?),
+            ino: 1,
+            dirs: BTreeSet::new(),
+        })
+    }
+
+    fn entry(&mut self, name: &str, mode: u32) -> cpio::newc::Builder {
+        self.ino += 1;
+        cpio::newc::Builder::new(name.trim_start_matches('/'))
+            .ino(self.ino)
+            .mode(mode)
+            .nlink(1)
+    }
+
+    fn parents(&mut self, path: &str) -> Result<()> {
+        let mut acc = String::new();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(part);
+            if self.dirs.insert(acc.clone()) {
+                let e = self.entry(&acc.clone(), 0o040755);
+                e.write(&mut self.out, 0).finish()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dir(&mut self, path: &str) -> Result<()> {
+        self.parents(&format!("{}/x", path.trim_end_matches('/')))
+    }
+
+    fn bytes(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<()> {
+        self.parents(path)?;
+        let e = self.entry(path, 0o100000 | mode);
+        let mut w = e.write(
+            &mut self.out,
+            u32::try_from(data.len()).context("file too large for cpio")?,
+        );
+        w.write_all(data)?;
+        w.finish()?;
+        Ok(())
+    }
+
+    fn file(&mut self, path: &str, source: &Path) -> Result<()> {
+        let mut data = Vec::new();
+        File::open(source)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .with_context(|| format!("read {}", source.display()))?;
+        self.bytes(path, 0o755, &data)
+    }
+
+    fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
+        self.parents(path)?;
+        let e = self.entry(path, 0o120777);
+        let mut w = e.write(&mut self.out, target.len() as u32);
+        w.write_all(target.as_bytes())?;
+        w.finish()?;
+        Ok(())
+    }
+
+    fn char_device(&mut self, path: &str, major: u32, minor: u32) -> Result<()> {
+        self.parents(path)?;
+        let e = self.entry(path, 0o020600).rdev_major(major).rdev_minor(minor);
+        e.write(&mut self.out, 0).finish()?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        cpio::newc::trailer(&mut self.out)?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+fn build_initramfs(root: &Path, manifest: &Manifest, path: &Path) -> Result<()> {
+    let init = root.join("target/debug/vm-init");
+    let mut cpio = Initramfs::create(path)?;
+    for d in ["proc", "sys", "dev", "tmp", "run", "var/lib", "etc", "root"] {
+        cpio.dir(d)?;
+    }
+    cpio.char_device("dev/console", 5, 1)?;
+    cpio.char_device("dev/null", 1, 3)?;
+    cpio.file("init", &init)?;
+    let bb = busybox(root)?;
+    cpio.file("bin/busybox", &bb)?;
+    for applet in [
+        "sh", "true", "false", "sleep", "cat", "echo", "ls", "ps", "kill", "env", "mount",
+    ] {
+        cpio.symlink(&format!("bin/{applet}"), "busybox")?;
+    }
+    cpio.bytes("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
+    cpio.bytes("etc/group", 0o644, b"root:x:0:\n")?;
+    cpio.bytes("vm-suite/manifest", 0o644, manifest.render().as_bytes())?;
+    let mut elves: Vec<PathBuf> = manifest.binaries.iter().map(|b| b.path.clone()).collect();
+    elves.push(crate::bpfkill_bin());
+    elves.push(crate::bpfkill_bin().with_file_name("forker"));
+    elves.push(init);
+    let mut libs = BTreeSet::new();
+    for elf in &elves {
+        libs.extend(shared_libs(elf)?);
+    }
+    for elf in &elves[..elves.len() - 1] {
+        cpio.file(&elf.to_string_lossy(), elf)?;
+    }
+    for lib in &libs {
+        cpio.file(&lib.to_string_lossy(), lib)?;
+    }
+    cpio.finish()
+}
+
+/// Boots one kernel with the suite; returns (kernel label, tally, problem).
+fn vm_run(
+    root: &Path,
+    spec: &str,
+    manifest: &Manifest,
+    opts: &Options,
+) -> Result<(String, Option<Tally>, Option<String>)> {
+    let (label, vmlinuz) = kernel_image(root, spec)?;
+    let initrd = cache_dir(root).join("initramfs.cpio");
+    build_initramfs(root, manifest, &initrd)?;
+    let log_path = cache_dir(root).join(format!("console-{label}.log"));
+    let mut log = File::create(&log_path)?;
+    let mut cmd = Command::new("qemu-system-x86_64");
+    if opts.kvm {
+        cmd.args(["-accel", "kvm", "-cpu", "host"]);
+    } else {
+        cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]);
+    }
+    cmd.args([
+        "-smp", "2", "-m", "3072", "-display", "none", "-serial", "stdio", "-monitor", "none",
+    ])
+    .args(["-no-reboot", "-kernel"])
+    .arg(&vmlinuz)
+    .arg("-initrd")
+    .arg(&initrd)
+    .args([
+        "-append",
+        "console=ttyS0 panic=-1 oops=panic rdinit=/init loglevel=4 quiet",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    eprintln!("+ {cmd:?}");
+    let mut child = cmd.spawn().context("start qemu-system-x86_64")?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+            if tx.send(text).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + opts.timeout;
+    let mut tally = None;
+    let mut end = None;
+    let mut problem = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                println!("[{label}] {line}");
+                let _ = writeln!(log, "{line}");
+                if line.contains("Kernel panic") && problem.is_none() {
+                    problem = Some(format!("kernel panic: {}", line.trim()));
+                }
+                if let Some(t) = Tally::from_marker(&line) {
+                    tally = Some(t);
+                }
+                if let Some(rest) = line.split(END_MARKER).nth(1) {
+                    end = Some(rest.trim() == "ok");
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                problem.get_or_insert_with(|| format!("timed out after {:?}", opts.timeout));
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = child.wait()?;
+    if problem.is_none() {
+        problem = match (end, &tally) {
+            (None, _) => Some(format!(
+                "no end marker (qemu {status}); console in {}",
+                log_path.display()
+            )),
+            (_, None) => Some("no result marker".into()),
+            (Some(false), Some(t)) if t.failed == 0 => Some("the suite runner failed".into()),
+            (_, Some(t)) if t.failed > 0 => {
+                Some(format!("{} failed; console in {}", t.failed, log_path.display()))
+            }
+            _ => None,
+        };
+    }
+    Ok((label, tally, problem))
+}

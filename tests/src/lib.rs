@@ -80,6 +80,8 @@ pub fn unique(prefix: &str) -> String {
 pub struct Instance {
     /// Its pin directory.
     pub pin_dir: PathBuf,
+    /// Its journal directory (removed on drop).
+    pub journal_dir: PathBuf,
     bin: PathBuf,
 }
 
@@ -92,8 +94,10 @@ impl Instance {
             "{} is missing: build it first (`cargo build -p bpfkill`, or run `cargo xtask test`)",
             bin.display()
         );
+        let name = unique("bpfkill-test");
         Self {
-            pin_dir: PathBuf::from(format!("/sys/fs/bpf/{}", unique("bpfkill-test"))),
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/{name}")),
+            journal_dir: std::env::temp_dir().join(format!("{name}-journal")),
             bin,
         }
     }
@@ -113,8 +117,38 @@ impl Instance {
     /// A bpfkill command bound to this instance.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(&self.bin);
-        c.env("BPFKILL_PIN_DIR", &self.pin_dir);
+        c.env("BPFKILL_PIN_DIR", &self.pin_dir)
+            .env("BPFKILL_JOURNAL_DIR", &self.journal_dir);
         c
+    }
+
+    /// Starts `bpfkill daemon` and waits until it consumes events; its log must contain
+    /// `expect`. Its stderr keeps being drained.
+    pub fn start_daemon(&self, expect: &str) -> Child {
+        let mut daemon = self
+            .cmd()
+            .arg("daemon")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn daemon");
+        let mut err = BufReader::new(daemon.stderr.take().expect("stderr"));
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                err.read_line(&mut line).expect("read the daemon log") > 0,
+                "daemon exited early:\n{seen}"
+            );
+            seen.push_str(&line);
+            if line.contains("consuming events") {
+                break;
+            }
+        }
+        assert!(seen.contains(expect), "daemon log lacks {expect:?}:\n{seen}");
+        // Keep draining the log so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || for _ in err.lines() {});
+        daemon
     }
 
     /// Runs bpfkill with `args` and returns its output.
@@ -162,6 +196,7 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.journal_dir);
         let _ = self.cmd().arg("unload").output();
     }
 }

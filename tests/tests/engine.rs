@@ -1,11 +1,7 @@
 //! The tracking engine end to end on the real kernel: real programs, real process trees,
 //! real survivors. Each test loads its own tracking instance and unloads it afterwards.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use bpfkill_tests::{code, is_alive, require_privileges, text, unique, wait_gone, Instance, Tree};
 
@@ -72,38 +68,11 @@ fn threads_add_no_entries_and_leader_exit_first_stays_tracked() {
     assert!(inst.ps_pids(&service).is_empty(), "tag outlived the process");
 }
 
-fn start_daemon(inst: &Instance, expect: &str) -> std::process::Child {
-    let mut daemon = inst
-        .cmd()
-        .arg("daemon")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn daemon");
-    let mut err = BufReader::new(daemon.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "daemon exited early:\n{seen}"
-        );
-        seen.push_str(&line);
-        if line.contains("consuming events") {
-            break;
-        }
-    }
-    assert!(seen.contains(expect), "daemon log lacks {expect:?}:\n{seen}");
-    // Keep draining the log so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || for _ in err.lines() {});
-    daemon
-}
-
 #[test]
 fn tracking_survives_daemon_kill9_and_restart() {
     require_privileges!();
     let inst = Instance::unloaded();
-    let mut daemon = start_daemon(&inst, "tracking loaded");
+    let mut daemon = inst.start_daemon("tracking loaded");
     let service = unique("dmn");
     let mut tree = inst.run_service(&service, &["forker"]);
     let main = tree.pid("pid");
@@ -118,7 +87,7 @@ fn tracking_survives_daemon_kill9_and_restart() {
     pids.sort();
     assert_eq!(pids, vec![main, c1, c2]);
 
-    let mut daemon = start_daemon(&inst, "adopted pinned tracking");
+    let mut daemon = inst.start_daemon("adopted pinned tracking");
     let c3 = tree.fork_child();
     let ps = inst.ps(&service);
     let e3 = ps

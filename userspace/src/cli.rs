@@ -10,7 +10,8 @@ use crate::{
     candidates::Whom,
     daemon,
     error::{exit, Error},
-    kill, ps, run,
+    journal::{self, JournalConfig},
+    kill, log, ps, run,
     schedule::{self, Schedule},
     service::Target,
     signal::Signal,
@@ -138,6 +139,36 @@ struct LoadArgs {
     max_tags: u32,
 }
 
+#[derive(Debug, Args)]
+struct JournalArgs {
+    /// Directory of the history journal.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "BPFKILL_JOURNAL_DIR",
+        default_value = "/var/lib/bpfkill"
+    )]
+    journal_dir: PathBuf,
+}
+
+/// Parses a size such as `4096`, `512KiB`, `16MiB` or `1GiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {text:?}"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {text:?}: use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult)
+        .filter(|&v| v >= 4096)
+        .ok_or_else(|| format!("invalid size {text:?}: at least 4096 bytes"))
+}
+
 impl LoadArgs {
     fn options(&self) -> tracking::LoadOptions {
         tracking::LoadOptions {
@@ -198,8 +229,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Load (or adopt) tracking and consume its events in the foreground.
-    Daemon(LoadArgs),
+    /// Load (or adopt) tracking and consume its events in the foreground, writing them to the
+    /// history journal.
+    Daemon {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        journal: JournalArgs,
+        /// Maximum size of the active journal file before it is rotated.
+        #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_size)]
+        journal_max_size: u64,
+        /// Rotated journal files to keep.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        journal_keep: usize,
+        /// Do not write the journal (events are only logged).
+        #[arg(long)]
+        no_journal: bool,
+    },
+    /// Show the history of tracked processes (fork, exec, exit; exited ones included) from the
+    /// journal the daemon writes.
+    Log {
+        /// Only this service.
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// Only events of this process.
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
+        /// Only events since then: a duration back from now (1h, 30min) or an RFC 3339 time.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// One JSON object per line (fields are stable; see README).
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new events as they are written.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        journal: JournalArgs,
+    },
     /// Load and pin tracking, then exit (tracking stays live).
     Load(LoadArgs),
     /// Detach the programs and remove every pin.
@@ -244,7 +311,7 @@ pub fn main() -> anyhow::Result<u8> {
             return Ok(exit::OK);
         }
     };
-    init_logging(cli.verbose, matches!(cli.command, Some(Command::Daemon(_))));
+    init_logging(cli.verbose, matches!(cli.command, Some(Command::Daemon { .. })));
     let paths = PinPaths::from_env();
     let mut stdout = std::io::stdout().lock();
 
@@ -316,8 +383,47 @@ pub fn main() -> anyhow::Result<u8> {
             }
             Ok(if s.live { exit::OK } else { exit::NOT_LOADED })
         }
-        Some(Command::Daemon(args)) => {
-            daemon::run(&paths, &args.options())?;
+        Some(Command::Daemon {
+            load,
+            journal,
+            journal_max_size,
+            journal_keep,
+            no_journal,
+        }) => {
+            let opts = daemon::Options {
+                load: load.options(),
+                journal: (!no_journal).then(|| JournalConfig {
+                    dir: journal.journal_dir,
+                    max_bytes: journal_max_size,
+                    keep: journal_keep,
+                }),
+            };
+            daemon::run(&paths, &opts)?;
+            Ok(exit::OK)
+        }
+        Some(Command::Log {
+            service,
+            pid,
+            since,
+            json,
+            follow,
+            journal,
+        }) => {
+            let filter = journal::Filter {
+                service,
+                pid,
+                since_ns: since.as_deref().map(log::parse_since).transpose()?,
+            };
+            let format = if json {
+                log::Format::Json
+            } else {
+                log::Format::Human
+            };
+            if follow {
+                log::follow(&journal.journal_dir, &filter, format, &mut stdout)?;
+            } else {
+                log::show(&journal.journal_dir, &filter, format, &mut stdout)?;
+            }
             Ok(exit::OK)
         }
         Some(Command::Load(args)) => {

@@ -1,21 +1,34 @@
 //! `bpfkill daemon`: load the tracking programs (or adopt the pinned ones), then consume the
-//! event ring buffer until SIGTERM/SIGINT. Stopping the daemon keeps tracking pinned.
+//! event ring buffer until SIGTERM/SIGINT, writing every fork/exec/exit of a tracked process
+//! to the history journal (see [`crate::journal`]) and logging it. Stopping the daemon keeps
+//! tracking pinned.
 
 use std::collections::HashMap;
 
 use aya::maps::{Map, RingBuf};
-use bpfkill_common::maps;
+use bpfkill_common::{maps, stat};
 use rustix::event::{poll, PollFd, PollFlags};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::{
     error::{Error, Result},
-    events, service,
+    events::{self, Kind, TrackedEvent},
+    journal::{self, JournalConfig, Record},
+    service,
     tracking::{self, PinPaths, Tracking},
 };
 
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Loading options (used when tracking is not loaded yet).
+    pub load: tracking::LoadOptions,
+    /// The journal, or None for no journal.
+    pub journal: Option<JournalConfig>,
+}
+
 /// Runs the daemon in the foreground.
-pub fn run(paths: &PinPaths, opts: &tracking::LoadOptions) -> Result<()> {
+pub fn run(paths: &PinPaths, opts: &Options) -> Result<()> {
     // Register the stop signals before loading, so a SIGTERM during load is not lost.
     let (stop_rd, stop_wr) =
         std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("create the signal pipe", e))?;
@@ -23,7 +36,16 @@ pub fn run(paths: &PinPaths, opts: &tracking::LoadOptions) -> Result<()> {
         signal_hook::low_level::pipe::register(sig, stop_wr.try_clone().map_err(|e| Error::io("dup", e))?)
             .map_err(|e| Error::io("install signal handler", e))?;
     }
-    match tracking::load(paths, opts)? {
+    // Open the journal first: a second daemon must fail before touching tracking.
+    let mut writer = match &opts.journal {
+        Some(cfg) => {
+            let w = journal::Writer::open(cfg)?;
+            tracing::info!("journal: {}", cfg.dir.join(journal::ACTIVE_FILE).display());
+            Some(w)
+        }
+        None => None,
+    };
+    match tracking::load(paths, &opts.load)? {
         tracking::LoadOutcome::Adopted => {
             tracing::info!("adopted pinned tracking under {}", paths.root().display())
         }
@@ -37,7 +59,9 @@ pub fn run(paths: &PinPaths, opts: &tracking::LoadOptions) -> Result<()> {
     let tracking = Tracking::open(paths)?;
     let map = tracking::open_pinned(paths, maps::EVENTS)?;
     let mut ring = RingBuf::try_from(Map::RingBuf(map)).map_err(|e| Error::map("event ring buffer", e))?;
-    let mut names: HashMap<u32, String> = HashMap::new();
+    let mut names = Names::default();
+    // Losses before this daemon started are not this journal's to report.
+    let mut lost_seen = tracking.stats()[stat::EVENTS_LOST as usize];
     tracing::info!("consuming events; SIGTERM stops the daemon and keeps tracking pinned");
     loop {
         let mut fds = [
@@ -51,26 +75,67 @@ pub fn run(paths: &PinPaths, opts: &tracking::LoadOptions) -> Result<()> {
         }
         let stop = fds[1].revents().contains(PollFlags::IN);
         while let Some(item) = ring.next() {
-            if let Some(ev) = events::decode(&item) {
-                let name = names
-                    .entry(ev.service_id)
-                    .or_insert_with(|| service_name(&tracking, ev.service_id));
-                tracing::info!(service = %name, "{}", ev.describe());
-            } else {
+            let Some(ev) = events::decode(&item) else {
                 tracing::warn!("undecodable event of {} bytes", item.len());
+                continue;
+            };
+            let name = names.get(&tracking, ev.service_id);
+            tracing::info!(service = %name, "{}", ev.describe());
+            if let Some(w) = writer.as_mut() {
+                w.append(&record_of(&ev, &name))?;
             }
         }
+        let lost_now = tracking.stats()[stat::EVENTS_LOST as usize];
+        if lost_now > lost_seen {
+            let n = lost_now - lost_seen;
+            tracing::warn!("{n} event(s) lost: the ring buffer was full");
+            if let Some(w) = writer.as_mut() {
+                w.append(&Record::lost(n, std::time::SystemTime::now()))?;
+            }
+            lost_seen = lost_now;
+        }
+        if let Some(w) = writer.as_mut() {
+            w.flush()?;
+        }
         if stop {
+            if let Some(w) = writer.as_mut() {
+                w.sync()?;
+            }
             tracing::info!("stopping; tracking stays pinned under {}", paths.root().display());
             return Ok(());
         }
     }
 }
 
-fn service_name(tracking: &Tracking, id: u32) -> String {
-    service::list(tracking)
-        .into_iter()
-        .find(|s| s.id == id)
-        .map(|s| s.name)
-        .unwrap_or_else(|| format!("#{id}"))
+/// The journal record of an event; for an exec, argv is read from /proc while the process
+/// still runs the new image (best effort: it may already have exited or exec'd again).
+fn record_of(ev: &TrackedEvent, service: &str) -> Record {
+    let mut rec = Record::from_event(ev, service, journal::wall_time_of_boot_ns(ev.time_ns));
+    if ev.kind == Kind::Exec {
+        rec.argv = procfs::process::Process::new(ev.pid as i32)
+            .and_then(|p| p.cmdline())
+            .ok()
+            .filter(|a| !a.is_empty());
+    }
+    rec
+}
+
+/// Service names by id, looked up once each (a miss is retried: the service may have been
+/// registered after the last lookup).
+#[derive(Default)]
+struct Names(HashMap<u32, String>);
+
+impl Names {
+    fn get(&mut self, tracking: &Tracking, id: u32) -> String {
+        if let Some(n) = self.0.get(&id) {
+            return n.clone();
+        }
+        match service::list(tracking).into_iter().find(|s| s.id == id) {
+            Some(s) => {
+                self.0.insert(id, s.name.clone());
+                s.name
+            }
+            None => format!("#{id}"),
+        }
+    }
 }

@@ -706,10 +706,11 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Whether `record` passes. `lost` records always pass: losses must always be visible.
+    /// Whether `record` passes. `lost` records pass the service and pid filters (a loss may
+    /// have hidden events of any service or process), only `since` applies to them.
     pub fn matches(&self, record: &Record) -> bool {
         if record.is_lost() {
-            return true;
+            return self.since_ns.is_none_or(|since| record.time_ns >= since);
         }
         if let Some(service) = &self.service {
             let by_id = service.parse::<u32>().is_ok_and(|id| id == record.service_id);

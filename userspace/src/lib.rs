@@ -13,7 +13,8 @@
 //!
 //! with [`cgroup`] and [`escape`] as sources of evidence.
 //!
-//! plus the commands around it: [`run`], [`adopt`] (`track`), [`ps`], [`status`], [`daemon`].
+//! plus the commands around it: [`run`], [`adopt`] (`track`), [`ps`], [`status`], [`daemon`]
+//! (which writes the [`journal`]) and [`log`] (which reads it).
 
 pub mod adopt;
 pub mod candidates;
@@ -28,6 +29,7 @@ pub mod identity;
 pub mod journal;
 pub mod kill;
 pub mod layout;
+pub mod log;
 pub mod mounts;
 pub mod ps;
 pub mod report;

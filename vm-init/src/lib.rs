@@ -107,14 +107,16 @@ impl Tally {
         let rest = &line[line.find(RESULT_MARKER)? + RESULT_MARKER.len()..];
         let mut t = Tally::default();
         for kv in rest.split_whitespace() {
-            let (k, v) = kv.split_once('=')?;
-            let v: u32 = v.parse().ok()?;
-            match k {
-                "passed" => t.passed = v,
-                "failed" => t.failed = v,
-                "skipped" => t.skipped = v,
-                _ => {}
-            }
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let slot = match k {
+                "passed" => &mut t.passed,
+                "failed" => &mut t.failed,
+                "skipped" => &mut t.skipped,
+                _ => continue,
+            };
+            *slot = v.parse().ok()?;
         }
         Some(t)
     }
@@ -255,7 +257,7 @@ mod tests {
             skipped: 2,
             ..Tally::default()
         };
-        let back = Tally::from_marker(&format!("[ 12.3] {}", t.marker())).unwrap();
+        let back = Tally::from_marker(&format!("[ 12.3] {} elapsed=3.5s", t.marker())).unwrap();
         assert_eq!((back.passed, back.failed, back.skipped), (5, 1, 2));
     }
 }

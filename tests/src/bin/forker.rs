@@ -31,6 +31,10 @@
 //!   grandchild: `ready main=PID escapee=PID nested=PID` (PIDs as seen from the initial
 //!   namespace).
 //! - `pause --quiet` prints nothing.
+//! - `exit-codes`: forks a child that exits with code 3 (and reaps it), then one that
+//!   pauses: `ready main=PID exited=PID victim=PID`.
+//! - `churn N`: forks N children that exit at once (reaping each), then prints
+//!   `ready pid=PID` and pauses.
 //!
 //! Any extra `--marker WORD` argument is ignored; tests use it to find every process of a
 //! tree in /proc (forked children keep their parent's command line).
@@ -490,6 +494,38 @@ fn main() {
                 .unwrap_or_else(|| die("mover needs a cgroup")),
         ),
         "daemon" => daemon_mode(rest),
+        "exit-codes" => {
+            let exited = fork();
+            if exited == 0 {
+                // SAFETY: leave at once with code 3.
+                unsafe { libc::_exit(3) };
+            }
+            // SAFETY: reaps that child.
+            unsafe { libc::waitpid(exited, std::ptr::null_mut(), 0) };
+            let victim = fork();
+            if victim == 0 {
+                pause_forever();
+            }
+            say(&format!(
+                "ready main={} exited={exited} victim={victim}",
+                std::process::id()
+            ));
+            pause_forever()
+        }
+        "churn" => {
+            let n: usize = rest.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
+            for _ in 0..n {
+                let pid = fork();
+                if pid == 0 {
+                    // SAFETY: leave at once.
+                    unsafe { libc::_exit(0) };
+                }
+                // SAFETY: reaps that child.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            }
+            say(&format!("ready pid={}", std::process::id()));
+            pause_forever()
+        }
         "clone-parent" => clone_parent(rest),
         "vfork-exec" => vfork_exec(rest),
         "exec-other" => exec_other(rest),

@@ -1,0 +1,112 @@
+//! `bpfkill log`: the history of tracked processes from the journal the daemon writes,
+//! including processes that have long exited, optionally followed live.
+
+use std::{
+    io::{self, Write},
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    error::{Error, Result},
+    journal::{self, Filter, Record},
+};
+
+/// How to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One readable line per record.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses `--since`: a duration back from now (`90s`, `1h`, `2days`) or an RFC 3339 time.
+pub fn parse_since(text: &str) -> Result<u64> {
+    let t = match humantime::parse_duration(text) {
+        Ok(d) => SystemTime::now().checked_sub(d).unwrap_or(UNIX_EPOCH),
+        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
+            Error::Usage(format!(
+                "invalid --since {text:?}: give a duration such as 1h or 30min, or a time such as 2026-11-24T10:00:00Z"
+            ))
+        })?,
+    };
+    Ok(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64))
+}
+
+fn write_record(r: &Record, format: Format, out: &mut impl Write) -> io::Result<()> {
+    match format {
+        Format::Human => writeln!(out, "{}", r.human()),
+        Format::Json => {
+            serde_json::to_writer(&mut *out, r)?;
+            writeln!(out)
+        }
+    }
+}
+
+fn warn_skipped(skipped: &[String]) {
+    for s in skipped {
+        eprintln!("bpfkill: warning: journal: {s}");
+    }
+}
+
+/// Prints the matching history; returns how many records were printed.
+pub fn show(dir: &Path, filter: &Filter, format: Format, out: &mut impl Write) -> Result<usize> {
+    let outcome = journal::read_all(dir)?;
+    warn_skipped(&outcome.skipped);
+    let mut n = 0;
+    for r in outcome.records.iter().filter(|r| filter.matches(r)) {
+        write_record(r, format, out).map_err(|e| Error::io("write the log", e))?;
+        n += 1;
+    }
+    out.flush().map_err(|e| Error::io("write the log", e))?;
+    Ok(n)
+}
+
+/// Prints the matching history, then follows the journal, printing new records as the daemon
+/// writes them, until interrupted or stdout closes.
+pub fn follow(dir: &Path, filter: &Filter, format: Format, out: &mut impl Write) -> Result<()> {
+    // Start following before reading, so nothing written in between is missed (a record may
+    // then show twice; the follower's first batch drops what the history already printed).
+    let mut follower = journal::Follower::new(dir)?;
+    let outcome = journal::read_all(dir)?;
+    warn_skipped(&outcome.skipped);
+    let last_printed = outcome.records.last().map(|r| r.time_ns).unwrap_or(0);
+    for r in outcome.records.iter().filter(|r| filter.matches(r)) {
+        if write_record(r, format, out).is_err() {
+            return Ok(());
+        }
+    }
+    let mut first = true;
+    loop {
+        if out.flush().is_err() {
+            return Ok(()); // the reader went away (e.g. `| head`)
+        }
+        let batch = follower.poll()?;
+        warn_skipped(&follower.take_skipped());
+        for r in batch.iter().filter(|r| filter.matches(r)) {
+            if first && r.time_ns <= last_printed {
+                continue;
+            }
+            if write_record(r, format, out).is_err() {
+                return Ok(());
+            }
+        }
+        first = false;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_durations_and_times() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let hour_ago = parse_since("1h").unwrap();
+        assert!(now - hour_ago >= 3_600_000_000_000 && now - hour_ago < 3_700_000_000_000);
+        assert_eq!(parse_since("1970-01-01T00:00:10Z").unwrap(), 10_000_000_000);
+        assert!(matches!(parse_since("yesterday-ish"), Err(Error::Usage(_))));
+    }
+}

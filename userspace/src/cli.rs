@@ -392,7 +392,7 @@ pub fn main() -> anyhow::Result<u8> {
         }) => {
             let opts = daemon::Options {
                 load: load.options(),
-                journal: (!no_journal).then(|| JournalConfig {
+                journal: (!no_journal).then_some(JournalConfig {
                     dir: journal.journal_dir,
                     max_bytes: journal_max_size,
                     keep: journal_keep,

@@ -1155,7 +1155,12 @@ mod tests {
             since_ns: Some(u64::MAX),
         };
         assert!(!all.matches(&r));
-        assert!(all.matches(&lost), "losses are always visible");
+        assert!(!all.matches(&lost), "since applies to losses");
+        let any_time = Filter {
+            since_ns: None,
+            ..all
+        };
+        assert!(any_time.matches(&lost), "losses pass the service and pid filters");
         assert!(by_service.matches(&lost));
     }
 }

@@ -103,8 +103,8 @@ mod tests {
 
     #[test]
     fn since_accepts_durations_and_times() {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
         let hour_ago = parse_since("1h").unwrap();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
         assert!(now - hour_ago >= 3_600_000_000_000 && now - hour_ago < 3_700_000_000_000);
         assert_eq!(parse_since("1970-01-01T00:00:10Z").unwrap(), 10_000_000_000);
         assert!(matches!(parse_since("yesterday-ish"), Err(Error::Usage(_))));

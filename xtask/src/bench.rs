@@ -209,9 +209,143 @@ pub fn run(root: &Path) -> Result<()> {
     if !status.success() {
         bail!("bpfkill load failed");
     }
-    let result = scenarios(&bench);
+    let result = scenarios(&bench).and_then(|()| forensics(&bench));
     let _ = bench.bpfkill().arg("unload").stdout(Stdio::null()).status();
     result
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Times `cmd` (stdout discarded) `runs` times; returns the median.
+fn time_command(mut cmd: impl FnMut() -> Command, runs: usize) -> Result<Duration> {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let status = cmd().stdout(Stdio::null()).status()?;
+        times.push(t.elapsed());
+        if !status.success() {
+            bail!("command failed: {status}");
+        }
+    }
+    Ok(median(times))
+}
+
+/// Forensics: `bpfkill ps --json` over 10,000 tagged processes against procps `ps` listing
+/// the same fields for every process; then the journal under a fork storm.
+fn forensics(b: &Bench) -> Result<()> {
+    let marker = format!("bench-ps-{}", std::process::id());
+    let service = "bench-ps";
+    let mut child = b.start_service(service, &["spawn", "10000", "--marker", &marker])?;
+    let result = (|| -> Result<(Duration, Duration, usize)> {
+        let listed = b
+            .bpfkill()
+            .args(["ps", "--service", service, "--json"])
+            .output()?;
+        let entries: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout)?;
+        let ours = time_command(
+            || {
+                let mut c = b.bpfkill();
+                c.args(["ps", "--service", service, "--json"]);
+                c
+            },
+            7,
+        )?;
+        let procps = time_command(
+            || {
+                let mut c = Command::new("ps");
+                c.args(["-e", "-o", "pid,ppid,uid,stat,sid,lstart,comm,args"]);
+                c
+            },
+            7,
+        )?;
+        Ok((ours, procps, entries.len()))
+    })();
+    cleanup(&marker);
+    let _ = child.wait();
+    let (ours, procps, n) = result?;
+
+    // The journal under a fork storm: 20,000 children forked and exited as fast as one
+    // process can, with the daemon writing every fork and exit.
+    let journal = std::env::temp_dir().join(format!("bpfkill-bench-journal-{}", std::process::id()));
+    let mut daemon = b
+        .bpfkill()
+        .arg("daemon")
+        .env("BPFKILL_JOURNAL_DIR", &journal)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()?;
+    // The daemon announces nothing at warn level: wait for its journal file to appear.
+    let active = journal.join("events.jsonl");
+    let t0 = Instant::now();
+    while !active.exists() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let storm_marker = format!("bench-storm-{}", std::process::id());
+    let forks = 20_000;
+    let t = Instant::now();
+    let mut storm = b.start_service(
+        "bench-storm",
+        &["churn", &forks.to_string(), "--marker", &storm_marker],
+    )?;
+    let storm_time = t.elapsed();
+    // Wait until the journal holds every fork and exit of the storm (or gives up).
+    let expected = 2 * forks;
+    let count = || {
+        let text = std::fs::read_to_string(&active).unwrap_or_default();
+        let storm: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"service\":\"bench-storm\""))
+            .collect();
+        let lost: u64 = text
+            .lines()
+            .filter(|l| l.contains("\"event\":\"lost\""))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["lost"].as_u64())
+            .sum();
+        (
+            storm.iter().filter(|l| !l.contains("\"event\":\"exec\"")).count(),
+            lost,
+        )
+    };
+    let mut journaled = (0, 0);
+    let t1 = Instant::now();
+    while t1.elapsed() < Duration::from_secs(60) {
+        journaled = count();
+        if journaled.0 >= expected || journaled.1 > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lag = t1.elapsed();
+    cleanup(&storm_marker);
+    let _ = storm.wait();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&journal);
+
+    println!(
+        "\n{:<44} {:>12} {:>22} {:>10}",
+        "forensics", "bpfkill", "procps ps -e", "ratio"
+    );
+    println!(
+        "{:<44} {:>9.1} ms {:>19.1} ms {:>9.1}x",
+        format!("ps --json, {n} tagged processes (median of 7)"),
+        ours.as_secs_f64() * 1e3,
+        procps.as_secs_f64() * 1e3,
+        procps.as_secs_f64() / ours.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "journal under a fork storm: {forks} forks+exits in {:.2} s ({:.0} forks/s); {} of {expected} events journaled, {} lost; caught up {:.0} ms after the storm",
+        storm_time.as_secs_f64(),
+        forks as f64 / storm_time.as_secs_f64(),
+        journaled.0,
+        journaled.1,
+        lag.as_secs_f64() * 1e3
+    );
+    Ok(())
 }
 
 type Row = (&'static str, &'static str, Option<Duration>);

@@ -306,6 +306,20 @@ fn maybe_rename(args: &[String]) {
     }
 }
 
+/// The escapee's half: rename if asked, report its PID, pause.
+fn escapee_reports(pipe: &PidPipe, args: &[String]) -> ! {
+    maybe_rename(args);
+    pipe.send_self();
+    pause_forever()
+}
+
+/// The main process's half: `ready main=PID escapee=PID`, then pause.
+fn main_reports(pipe: &PidPipe) -> ! {
+    let escapee = pipe.receive();
+    say(&format!("ready main={} escapee={escapee}", std::process::id()));
+    pause_forever()
+}
+
 fn daemon_mode(args: &[String]) -> ! {
     let pipe = PidPipe::new();
     if fork() == 0 {
@@ -313,13 +327,9 @@ fn daemon_mode(args: &[String]) -> ! {
         if unsafe { libc::daemon(0, 0) } != 0 {
             die("daemon");
         }
-        maybe_rename(args);
-        pipe.send_self();
-        pause_forever();
+        escapee_reports(&pipe, args);
     }
-    let escapee = pipe.receive();
-    say(&format!("ready main={} escapee={escapee}", std::process::id()));
-    pause_forever()
+    main_reports(&pipe)
 }
 
 fn clone_parent(args: &[String]) -> ! {
@@ -339,13 +349,9 @@ fn clone_parent(args: &[String]) -> ! {
         die("clone(CLONE_PARENT)");
     }
     if pid == 0 {
-        maybe_rename(args);
-        pipe.send_self();
-        pause_forever();
+        escapee_reports(&pipe, args);
     }
-    let escapee = pipe.receive();
-    say(&format!("ready main={} escapee={escapee}", std::process::id()));
-    pause_forever()
+    main_reports(&pipe)
 }
 
 fn vfork_exec(args: &[String]) -> ! {

@@ -362,15 +362,17 @@ pub fn main() -> anyhow::Result<u8> {
                 escaped_only: escaped,
             };
             let entries = ps::list(&tracking, &query)?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, &mut stdout);
             if json {
-                ps::write_json(&entries, &mut stdout)?;
+                ps::write_json(&entries, &mut out)?;
             } else if tree {
                 use std::io::IsTerminal;
                 let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-                ps::write_tree(&tracking, &entries, colour, &mut stdout)?;
+                ps::write_tree(&tracking, &entries, colour, &mut out)?;
             } else {
-                ps::write_table(&entries, &mut stdout)?;
+                ps::write_table(&entries, &mut out)?;
             }
+            out.flush()?;
             Ok(exit::OK)
         }
         Some(Command::Status { json }) => {
@@ -419,11 +421,13 @@ pub fn main() -> anyhow::Result<u8> {
             } else {
                 log::Format::Human
             };
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, &mut stdout);
             if follow {
-                log::follow(&journal.journal_dir, &filter, format, &mut stdout)?;
+                log::follow(&journal.journal_dir, &filter, format, &mut out)?;
             } else {
-                log::show(&journal.journal_dir, &filter, format, &mut stdout)?;
+                log::show(&journal.journal_dir, &filter, format, &mut out)?;
             }
+            out.flush()?;
             Ok(exit::OK)
         }
         Some(Command::Load(args)) => {

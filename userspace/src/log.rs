@@ -54,6 +54,12 @@ fn warn_skipped(skipped: &[String]) {
 pub fn show(dir: &Path, filter: &Filter, format: Format, out: &mut impl Write) -> Result<usize> {
     let outcome = journal::read_all(dir)?;
     warn_skipped(&outcome.skipped);
+    if !dir.join(journal::ACTIVE_FILE).exists() {
+        eprintln!(
+            "bpfkill: no journal in {} (the journal is written by `bpfkill daemon`)",
+            dir.display()
+        );
+    }
     let mut n = 0;
     for r in outcome.records.iter().filter(|r| filter.matches(r)) {
         write_record(r, format, out).map_err(|e| Error::io("write the log", e))?;

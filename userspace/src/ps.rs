@@ -12,7 +12,6 @@ use std::{
 };
 
 use bpfkill_common::{tag_flags, Tag};
-use procfs::process::Process;
 use serde::Serialize;
 
 use crate::{
@@ -88,23 +87,52 @@ struct Snapshot {
     pidns: Option<u64>,
 }
 
-fn snapshot(pid: u32) -> Option<Snapshot> {
-    let p = Process::new(pid as i32).ok()?;
-    let stat = p.stat().ok()?;
-    let cgroup = p
-        .cgroups()
-        .ok()
+/// Reads a small /proc file into `buf` with as few system calls as possible (open, one read
+/// per 4 KiB, close): a short read means the end of a /proc file.
+fn read_proc(path: &str, buf: &mut Vec<u8>) -> Option<()> {
+    use rustix::fs::{open, Mode, OFlags};
+    let fd = open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    buf.clear();
+    loop {
+        let len = buf.len();
+        buf.resize(len + 4096, 0);
+        let n = rustix::io::read(&fd, &mut buf[len..]).ok()?;
+        buf.truncate(len + n);
+        if n < 4096 {
+            return Some(());
+        }
+    }
+}
+
+/// One process's facts, in about ten system calls. Parsing is procfs's.
+fn snapshot(pid: u32, buf: &mut Vec<u8>) -> Option<Snapshot> {
+    use procfs::FromRead;
+    read_proc(&format!("/proc/{pid}/stat"), buf)?;
+    let stat = procfs::process::Stat::from_read(&buf[..]).ok()?;
+    // The owner of /proc/PID is the process's effective uid (root when it is not dumpable).
+    let uid = rustix::fs::stat(format!("/proc/{pid}")).ok().map(|st| st.st_uid);
+    let cmdline = match read_proc(&format!("/proc/{pid}/cmdline"), buf) {
+        Some(()) => buf
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(String::from_utf8_lossy)
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => String::new(),
+    };
+    let cgroup = read_proc(&format!("/proc/{pid}/cgroup"), buf)
+        .and_then(|()| procfs::ProcessCGroups::from_read(&buf[..]).ok())
         .and_then(|cgs| cgs.into_iter().find(|c| c.hierarchy == 0).map(|c| c.pathname));
-    let pidns = std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-        .ok()
-        .and_then(|l| {
-            let s = l.to_string_lossy();
-            s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
-        });
+    let link = |what: &str| rustix::fs::readlink(format!("/proc/{pid}/{what}"), Vec::new()).ok();
+    let exe = link("exe").map(|l| l.to_string_lossy().into_owned());
+    let pidns = link("ns/pid").and_then(|l| {
+        let s = l.to_string_lossy();
+        s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+    });
     Some(Snapshot {
-        uid: p.uid().ok(),
-        cmdline: p.cmdline().map(|a| a.join(" ")).unwrap_or_default(),
-        exe: p.exe().ok().map(|e| e.to_string_lossy().into_owned()),
+        uid,
+        cmdline,
+        exe,
         cgroup,
         pidns,
         stat,
@@ -116,20 +144,20 @@ fn snapshots(pids: &[u32]) -> HashMap<u32, Snapshot> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
+    let read_all = |part: &[u32]| {
+        let mut buf = Vec::with_capacity(8192);
+        part.iter()
+            .filter_map(|&p| Some((p, snapshot(p, &mut buf)?)))
+            .collect::<Vec<_>>()
+    };
     if pids.len() < 256 || threads == 1 {
-        return pids.iter().filter_map(|&p| Some((p, snapshot(p)?))).collect();
+        return read_all(pids).into_iter().collect();
     }
     let chunk = pids.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = pids
             .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .filter_map(|&p| Some((p, snapshot(p)?)))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| s.spawn(move || read_all(part)))
             .collect();
         handles
             .into_iter()
@@ -186,12 +214,14 @@ fn facts(s: &Snapshot, cgroup_id: Option<u64>) -> escape::Facts {
 
 /// Lists the live tagged processes the query selects, sorted by PID.
 pub fn list(tracking: &Tracking, query: &Query<'_>) -> Result<Vec<PsEntry>> {
+    let started = std::time::Instant::now();
     let services: Vec<Service> = match query.service {
         Some(name) => vec![service::resolve(tracking, name)?],
         None => service::list(tracking),
     };
-    let tags: Vec<(u32, Tag, &Service)> = tracking
-        .tags()
+    let all_tags = tracking.tags();
+    tracing::debug!("ps: {} tags read in {:?}", all_tags.len(), started.elapsed());
+    let tags: Vec<(u32, Tag, &Service)> = all_tags
         .into_iter()
         .filter_map(|(pid, tag)| Some((pid, tag, services.iter().find(|s| s.id == tag.service_id)?)))
         .collect();
@@ -202,11 +232,17 @@ pub fn list(tracking: &Tracking, query: &Query<'_>) -> Result<Vec<PsEntry>> {
     wanted.sort_unstable();
     wanted.dedup();
     let snaps = snapshots(&wanted);
+    tracing::debug!(
+        "ps: {} processes read from /proc by {:?}",
+        snaps.len(),
+        started.elapsed()
+    );
     let v2 = cgroup::v2_mount();
     let paths: HashMap<u64, String> = match (&v2, tags.is_empty()) {
         (Some(m), false) => cgroup_paths(m),
         _ => HashMap::new(),
     };
+    tracing::debug!("ps: {} cgroups indexed by {:?}", paths.len(), started.elapsed());
     let ids: HashMap<&str, u64> = paths.iter().map(|(id, p)| (p.as_str(), *id)).collect();
     let alive = |pid: u32, start_ns: u64| -> Option<&Snapshot> {
         let s = snaps.get(&pid)?;
@@ -271,6 +307,7 @@ pub fn list(tracking: &Tracking, query: &Query<'_>) -> Result<Vec<PsEntry>> {
         });
     }
     out.sort_by_key(|e| e.pid);
+    tracing::debug!("ps: {} entries built by {:?}", out.len(), started.elapsed());
     Ok(out)
 }
 

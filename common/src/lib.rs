@@ -7,7 +7,7 @@
 
 /// Version of the map/event layout. Pins live under `/sys/fs/bpf/bpfkill/v{ABI_VERSION}`, so
 /// a bpfkill built with another layout never adopts incompatible maps.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Longest service name, including the terminating NUL padding.
 pub const SERVICE_NAME_LEN: usize = 64;
@@ -61,6 +61,13 @@ pub mod programs {
     /// from any system call (a new child returning from fork first of all) is killed before
     /// it runs another user instruction.
     pub const DOOM: (&str, &str) = ("bpfkill_doom", "sys_exit");
+    /// The task iterators behind `ps`: one [`crate::TaskSnapshot`] (then its command line)
+    /// per live tagged process, read in one pass instead of ten /proc files per process. Two
+    /// halves (even and odd tgids), so two CPUs can read them at once.
+    pub const SNAPSHOT: [(&str, &str); 2] = [
+        ("bpfkill_snapshot_even", "task"),
+        ("bpfkill_snapshot_odd", "task"),
+    ];
 }
 
 /// Indices into the `STATS` per-CPU array.
@@ -261,6 +268,97 @@ pub struct KernelLayout {
     /// Nanoseconds per clock tick of /proc (1e9 / USER_HZ), to compare start times at the
     /// precision /proc reports them.
     pub ns_per_tick: u32,
+    /// `task_struct.__state` (unsigned int)
+    pub task_state: u32,
+    /// `task_struct.exit_state` (int)
+    pub task_exit_state: u32,
+    /// `task_struct.comm`
+    pub task_comm: u32,
+    /// `task_struct.cred` (pointer)
+    pub task_cred: u32,
+    /// `cred.euid` (kuid_t)
+    pub cred_euid: u32,
+    /// `task_struct.cgroups` (struct css_set pointer)
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp` (struct cgroup pointer)
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn` (struct kernfs_node pointer)
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id` (u64)
+    pub kernfs_node_id: u32,
+    /// `task_struct.thread_pid` (struct pid pointer)
+    pub task_thread_pid: u32,
+    /// `pid.level` (unsigned int)
+    pub pid_level: u32,
+    /// `pid.numbers` (array of struct upid)
+    pub pid_numbers: u32,
+    /// `sizeof(struct upid)`
+    pub upid_size: u32,
+    /// `upid.ns` (struct pid_namespace pointer)
+    pub upid_ns: u32,
+    /// `pid_namespace.ns.inum` (unsigned int)
+    pub pidns_inum: u32,
+    /// `signal_struct.pids[PIDTYPE_SID]` (struct pid pointer)
+    pub signal_sid_pid: u32,
+    /// `task_struct.mm` (pointer)
+    pub task_mm: u32,
+    /// `mm_struct.arg_start` (unsigned long)
+    pub mm_arg_start: u32,
+    /// `mm_struct.arg_end` (unsigned long)
+    pub mm_arg_end: u32,
+    /// `mm_struct.exe_file` (struct file pointer)
+    pub mm_exe_file: u32,
+    /// Reserved (keeps the size a multiple of 8).
+    pub reserved: u32,
+}
+
+/// Longest command line the task iterator copies (longer ones are cut and flagged).
+pub const SNAPSHOT_CMDLINE_MAX: usize = 4096;
+
+/// `TaskSnapshot.flags` bits.
+pub mod snapshot_flags {
+    /// The command line was longer than [`crate::SNAPSHOT_CMDLINE_MAX`] and was cut.
+    pub const CMDLINE_TRUNCATED: u32 = 1;
+    /// The command line could not be read (no mm: a zombie, or a kernel thread).
+    pub const NO_CMDLINE: u32 = 2;
+}
+
+/// What the task iterator writes for one live tagged process (a thread-group leader),
+/// followed by `cmdline_len` bytes of its command line (NUL-separated arguments).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskSnapshot {
+    /// Its tag.
+    pub tag: Tag,
+    /// tgid.
+    pub pid: u32,
+    /// `real_parent`'s tgid.
+    pub ppid: u32,
+    /// `__state`.
+    pub state: u32,
+    /// `exit_state`.
+    pub exit_state: u32,
+    /// Session id (in the initial PID namespace).
+    pub sid: u32,
+    /// Effective uid.
+    pub euid: u32,
+    /// `start_boottime` in ns.
+    pub start_ns: u64,
+    /// cgroup v2 id now.
+    pub cgroup_id: u64,
+    /// Inode of its PID namespace.
+    pub pidns: u32,
+    /// Live threads (`signal->live`).
+    pub live_threads: u32,
+    /// [`snapshot_flags`] bits.
+    pub flags: u32,
+    /// Bytes of command line that follow.
+    pub cmdline_len: u32,
+    /// comm.
+    pub comm: [u8; COMM_LEN],
+    /// Identity of its executable (`mm->exe_file`, as an opaque key): processes with the same
+    /// key run the same file, so userspace resolves each path once. 0 when unknown.
+    pub exe_key: u64,
 }
 
 #[cfg(feature = "user")]
@@ -272,6 +370,7 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::Ghost {}
+    unsafe impl aya::Pod for super::TaskSnapshot {}
 }
 
 /// Returns the service name stored in a NUL-padded buffer.

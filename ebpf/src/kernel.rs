@@ -20,6 +20,27 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     bprm_filename: 0,
     exit_has_group_dead: 0,
     ns_per_tick: 0,
+    task_state: 0,
+    task_exit_state: 0,
+    task_comm: 0,
+    task_cred: 0,
+    cred_euid: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
+    task_thread_pid: 0,
+    pid_level: 0,
+    pid_numbers: 0,
+    upid_size: 0,
+    upid_ns: 0,
+    pidns_inum: 0,
+    signal_sid_pid: 0,
+    task_mm: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    mm_exe_file: 0,
+    reserved: 0,
 });
 
 /// Error from a kernel read (the helper's negative errno).
@@ -29,8 +50,9 @@ pub type ReadError = i64;
 #[derive(Clone, Copy)]
 pub struct Task(pub *const u8);
 
+/// Reads a `T` at byte offset `off` of kernel address `base`.
 #[inline(always)]
-unsafe fn read_at<T>(base: *const u8, off: u32) -> Result<T, ReadError> {
+pub unsafe fn read_at<T>(base: *const u8, off: u32) -> Result<T, ReadError> {
     // SAFETY: bpf_probe_read_kernel copes with any address; a bad one is an error, not UB.
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T) }.map_err(|e| e as ReadError)
 }
@@ -102,3 +124,15 @@ pub fn is_tagged_start(actual_ns: u64, tag: &Tag, l: &KernelLayout) -> bool {
     }
     actual_ns / tick == tag.start_ns / tick
 }
+
+/// One field of [`LAYOUT`], read without copying the whole layout onto the 512-byte stack.
+macro_rules! layout {
+    ($field:ident) => {{
+        let base = &$crate::kernel::LAYOUT as *const aya_ebpf::Global<bpfkill_common::KernelLayout>
+            as *const bpfkill_common::KernelLayout;
+        // SAFETY: Global is repr(transparent) over the layout; the volatile read keeps the
+        // compiler from folding the placeholder value the loader overrides.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*base).$field)) }
+    }};
+}
+pub(crate) use layout;

@@ -319,3 +319,33 @@ fn processes_adopted_by_track_have_unknown_lineage() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(wait_gone(root, GONE));
 }
+
+#[test]
+fn ps_from_the_kernel_task_iterator_matches_proc() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let iterator = inst.pin_dir.join("links/bpfkill_snapshot_even");
+    if !iterator.exists() {
+        bpfkill_tests::skip("the kernel did not load the sleepable task iterator (ps reads /proc)");
+        return;
+    }
+    let service = unique("f-iter");
+    let _a = inst.run_service(&service, &["double-fork", "--setsid", "--rename", "f-iter-esc"]);
+    let _b = inst.run_service(&service, &["pidns", "--rename", "f-iter-ns"]);
+    let _c = inst.run_service(&service, &["threads", "3"]);
+    let listing = |source: &str| -> Vec<serde_json::Value> {
+        let out = inst
+            .cmd()
+            .env("BPFKILL_PS_SOURCE", source)
+            .args(["ps", "--service", &service, "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let (kernel, proc) = (listing("kernel"), listing("proc"));
+    assert_eq!(kernel.len(), 6, "{kernel:#?}");
+    for (k, p) in kernel.iter().zip(&proc) {
+        assert_eq!(k, p, "the task iterator and /proc disagree");
+    }
+}

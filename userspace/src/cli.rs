@@ -361,13 +361,15 @@ pub fn main() -> anyhow::Result<u8> {
                 service: service.as_deref(),
                 escaped_only: escaped,
             };
-            let entries = ps::list(&tracking, &query)?;
+            let entries = ps::list(&tracking, &paths, &query)?;
+            use std::io::IsTerminal;
+            let terminal = std::io::stdout().is_terminal();
             let mut out = std::io::BufWriter::with_capacity(1 << 16, &mut stdout);
             if json {
-                ps::write_json(&entries, &mut out)?;
+                // Indented for a person at a terminal, compact for a program.
+                ps::write_json(&entries, terminal, &mut out)?;
             } else if tree {
-                use std::io::IsTerminal;
-                let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                let colour = terminal && std::env::var_os("NO_COLOR").is_none();
                 ps::write_tree(&tracking, &entries, colour, &mut out)?;
             } else {
                 ps::write_table(&entries, &mut out)?;

@@ -105,7 +105,58 @@ impl KernelBtf {
             bprm_filename: self.offset_of("linux_binprm", "filename")?,
             exit_has_group_dead: u32::from(exit_arity >= 2),
             ns_per_tick,
+            // Fields only the `ps` task iterator reads.
+            task_state: task("__state").or_else(|_| task("state"))?,
+            task_exit_state: task("exit_state")?,
+            task_comm: task("comm")?,
+            task_cred: task("cred")?,
+            cred_euid: self.offset_of("cred", "euid")?,
+            task_cgroups: task("cgroups")?,
+            css_set_dfl_cgrp: self.offset_of("css_set", "dfl_cgrp")?,
+            cgroup_kn: self.offset_of("cgroup", "kn")?,
+            kernfs_node_id: self.offset_of("kernfs_node", "id")?,
+            task_thread_pid: task("thread_pid")?,
+            pid_level: self.offset_of("pid", "level")?,
+            pid_numbers: self.offset_of("pid", "numbers")?,
+            upid_size: self.size_of("upid")?,
+            upid_ns: self.offset_of("upid", "ns")?,
+            pidns_inum: self.offset_of("pid_namespace", "ns.inum")?,
+            signal_sid_pid: self.offset_of(
+                "signal_struct",
+                &format!("pids[{}]", self.enum_value("pid_type", "PIDTYPE_SID")?),
+            )?,
+            task_mm: task("mm")?,
+            mm_arg_start: self.offset_of("mm_struct", "arg_start")?,
+            mm_arg_end: self.offset_of("mm_struct", "arg_end")?,
+            mm_exe_file: self.offset_of("mm_struct", "exe_file")?,
+            reserved: 0,
         })
+    }
+
+    /// Size in bytes of `struct name`.
+    pub fn size_of(&self, name: &str) -> Result<u32> {
+        let missing = || Error::Unsupported(format!("BTF has no sized type {name}"));
+        let id = self.types.id_of(name).ok_or_else(missing)?;
+        let size = self.types.size_of(id).map_err(|_| missing())?;
+        u32::try_from(size).map_err(|_| missing())
+    }
+
+    /// Value of enumerator `value` of `enum name`.
+    pub fn enum_value(&self, name: &str, value: &str) -> Result<u64> {
+        let missing = || Error::Unsupported(format!("BTF has no enumerator {name}::{value}"));
+        let id = self.types.id_of(name).ok_or_else(missing)?;
+        match self.types.from_id(id).ok_or_else(missing)? {
+            TypeVariant::Enum(e) => e
+                .named_value_list()
+                .iter()
+                .find(|v| v.name == value)
+                .and_then(|v| match v.value {
+                    btfparse::Integer32Value::Unsigned(u) => Some(u64::from(u)),
+                    btfparse::Integer32Value::Signed(i) => u64::try_from(i).ok(),
+                })
+                .ok_or_else(missing),
+            _ => Err(missing()),
+        }
     }
 }
 

@@ -37,6 +37,7 @@ pub mod run;
 pub mod schedule;
 pub mod service;
 pub mod signal;
+pub mod snapshot;
 pub mod status;
 pub mod tracking;
 pub mod wait;

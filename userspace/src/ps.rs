@@ -1,8 +1,9 @@
 //! `bpfkill ps`: the forensic live listing of tagged processes, as a table, a lineage tree
 //! (from the recorded creators, not from ppid) or JSON.
 //!
-//! /proc is read once per process, in parallel over the CPUs, so a listing of 10,000
-//! processes stays fast (see `cargo xtask bench`).
+//! Process facts come in one read from the kernel's task iterator (or from /proc, once per
+//! process, in parallel), so a listing of 10,000 processes stays fast (see `cargo xtask
+//! bench`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -20,7 +21,8 @@ use crate::{
     escape::{self, Reason},
     identity,
     service::{self, Service},
-    tracking::Tracking,
+    snapshot::{self, Snapshot},
+    tracking::{PinPaths, Tracking},
 };
 
 /// One live tagged process. Field names are part of the JSON interface (see README).
@@ -77,95 +79,6 @@ pub struct Query<'a> {
     pub escaped_only: bool,
 }
 
-/// What /proc says about one process.
-struct Snapshot {
-    stat: procfs::process::Stat,
-    uid: Option<u32>,
-    cmdline: String,
-    exe: Option<String>,
-    cgroup: Option<String>,
-    pidns: Option<u64>,
-}
-
-/// Reads a small /proc file into `buf` with as few system calls as possible (open, one read
-/// per 4 KiB, close): a short read means the end of a /proc file.
-fn read_proc(path: &str, buf: &mut Vec<u8>) -> Option<()> {
-    use rustix::fs::{open, Mode, OFlags};
-    let fd = open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
-    buf.clear();
-    loop {
-        let len = buf.len();
-        buf.resize(len + 4096, 0);
-        let n = rustix::io::read(&fd, &mut buf[len..]).ok()?;
-        buf.truncate(len + n);
-        if n < 4096 {
-            return Some(());
-        }
-    }
-}
-
-/// One process's facts, in about ten system calls. Parsing is procfs's.
-fn snapshot(pid: u32, buf: &mut Vec<u8>) -> Option<Snapshot> {
-    use procfs::FromRead;
-    read_proc(&format!("/proc/{pid}/stat"), buf)?;
-    let stat = procfs::process::Stat::from_read(&buf[..]).ok()?;
-    // The owner of /proc/PID is the process's effective uid (root when it is not dumpable).
-    let uid = rustix::fs::stat(format!("/proc/{pid}")).ok().map(|st| st.st_uid);
-    let cmdline = match read_proc(&format!("/proc/{pid}/cmdline"), buf) {
-        Some(()) => buf
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(String::from_utf8_lossy)
-            .collect::<Vec<_>>()
-            .join(" "),
-        None => String::new(),
-    };
-    let cgroup = read_proc(&format!("/proc/{pid}/cgroup"), buf)
-        .and_then(|()| procfs::ProcessCGroups::from_read(&buf[..]).ok())
-        .and_then(|cgs| cgs.into_iter().find(|c| c.hierarchy == 0).map(|c| c.pathname));
-    let link = |what: &str| rustix::fs::readlink(format!("/proc/{pid}/{what}"), Vec::new()).ok();
-    let exe = link("exe").map(|l| l.to_string_lossy().into_owned());
-    let pidns = link("ns/pid").and_then(|l| {
-        let s = l.to_string_lossy();
-        s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
-    });
-    Some(Snapshot {
-        uid,
-        cmdline,
-        exe,
-        cgroup,
-        pidns,
-        stat,
-    })
-}
-
-/// Snapshots of `pids`, read in parallel; missing entries are gone.
-fn snapshots(pids: &[u32]) -> HashMap<u32, Snapshot> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    let read_all = |part: &[u32]| {
-        let mut buf = Vec::with_capacity(8192);
-        part.iter()
-            .filter_map(|&p| Some((p, snapshot(p, &mut buf)?)))
-            .collect::<Vec<_>>()
-    };
-    if pids.len() < 256 || threads == 1 {
-        return read_all(pids).into_iter().collect();
-    }
-    let chunk = pids.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = pids
-            .chunks(chunk)
-            .map(|part| s.spawn(move || read_all(part)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
-}
-
 /// cgroup v2 ids (directory inodes) to paths, for `cgroup_at_fork`.
 fn cgroup_paths(mount: &Path) -> HashMap<u64, String> {
     fn walk(dir: &Path, rel: &str, out: &mut HashMap<u64, String>, depth: usize) {
@@ -203,52 +116,81 @@ fn rfc3339(unix_ns: u64) -> String {
 
 fn facts(s: &Snapshot, cgroup_id: Option<u64>) -> escape::Facts {
     escape::Facts {
-        ppid: s.stat.ppid as u32,
-        sid: s.stat.session as u32,
+        ppid: s.ppid,
+        sid: s.sid,
         pidns: s.pidns,
         cgroup_id,
-        comm: s.stat.comm.clone(),
+        comm: s.comm.clone(),
         exe: s.exe.clone(),
     }
 }
 
-/// Lists the live tagged processes the query selects, sorted by PID.
-pub fn list(tracking: &Tracking, query: &Query<'_>) -> Result<Vec<PsEntry>> {
+/// Lists the live tagged processes the query selects, sorted by PID. Process facts come from
+/// the kernel's task iterator when it is pinned, else from /proc (see [`snapshot`]).
+pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<Vec<PsEntry>> {
     let started = std::time::Instant::now();
     let services: Vec<Service> = match query.service {
         Some(name) => vec![service::resolve(tracking, name)?],
         None => service::list(tracking),
     };
-    let all_tags = tracking.tags();
-    tracing::debug!("ps: {} tags read in {:?}", all_tags.len(), started.elapsed());
-    let tags: Vec<(u32, Tag, &Service)> = all_tags
-        .into_iter()
-        .filter_map(|(pid, tag)| Some((pid, tag, services.iter().find(|s| s.id == tag.service_id)?)))
-        .collect();
-    // Read each process once, plus the main processes and live creators the reasons need.
-    let mut wanted: Vec<u32> = tags.iter().map(|(p, _, _)| *p).collect();
-    wanted.extend(services.iter().map(|s| s.record.main_pid));
-    wanted.extend(tags.iter().map(|(_, t, _)| t.creator_pid).filter(|&c| c != 0));
-    wanted.sort_unstable();
-    wanted.dedup();
-    let snaps = snapshots(&wanted);
-    tracing::debug!(
-        "ps: {} processes read from /proc by {:?}",
-        snaps.len(),
-        started.elapsed()
-    );
+    let of_service = |tag: &Tag| services.iter().find(|s| s.id == tag.service_id);
+    let (mut snaps, mut tags): (HashMap<u32, Snapshot>, Vec<(u32, Tag, &Service)>) =
+        match snapshot::from_kernel(paths)? {
+            Some(snaps) => {
+                let tags = snaps
+                    .iter()
+                    .filter_map(|(&pid, s)| {
+                        let tag = s.tag?;
+                        Some((pid, tag, of_service(&tag)?))
+                    })
+                    .collect();
+                tracing::debug!(
+                    "ps: {} tagged processes from the task iterator in {:?}",
+                    snaps.len(),
+                    started.elapsed()
+                );
+                (snaps, tags)
+            }
+            None => {
+                let tags: Vec<(u32, Tag, &Service)> = tracking
+                    .tags()
+                    .into_iter()
+                    .filter_map(|(pid, tag)| Some((pid, tag, of_service(&tag)?)))
+                    .collect();
+                let pids: Vec<u32> = tags.iter().map(|(p, _, _)| *p).collect();
+                let snaps = snapshot::from_proc(&pids);
+                tracing::debug!(
+                    "ps: {} processes read from /proc in {:?}",
+                    snaps.len(),
+                    started.elapsed()
+                );
+                (snaps, tags)
+            }
+        };
+    // The main processes and live creators the escape reasons need, when not listed already.
+    let mut extra: Vec<u32> = services.iter().map(|s| s.record.main_pid).collect();
+    extra.extend(tags.iter().map(|(_, t, _)| t.creator_pid).filter(|&c| c != 0));
+    extra.retain(|p| *p != 0 && !snaps.contains_key(p));
+    extra.sort_unstable();
+    extra.dedup();
+    snaps.extend(snapshot::from_proc(&extra));
+
     let v2 = cgroup::v2_mount();
-    let paths: HashMap<u64, String> = match (&v2, tags.is_empty()) {
+    let cgroups: HashMap<u64, String> = match (&v2, tags.is_empty()) {
         (Some(m), false) => cgroup_paths(m),
         _ => HashMap::new(),
     };
-    tracing::debug!("ps: {} cgroups indexed by {:?}", paths.len(), started.elapsed());
-    let ids: HashMap<&str, u64> = paths.iter().map(|(id, p)| (p.as_str(), *id)).collect();
-    let alive = |pid: u32, start_ns: u64| -> Option<&Snapshot> {
-        let s = snaps.get(&pid)?;
-        (identity::matches(start_ns, s.stat.starttime) && !identity::is_dead(&s.stat)).then_some(s)
+    let ids: HashMap<&str, u64> = cgroups.iter().map(|(id, p)| (p.as_str(), *id)).collect();
+    let cg_id = |s: &Snapshot| {
+        s.cgroup_id
+            .or_else(|| s.cgroup_path.as_deref().and_then(|p| ids.get(p).copied()))
     };
-    let cg_id = |s: &Snapshot| s.cgroup.as_deref().and_then(|p| ids.get(p).copied());
+    let cg_path = |s: &Snapshot| {
+        s.cgroup_path
+            .clone()
+            .or_else(|| s.cgroup_id.and_then(|id| cgroups.get(&id).cloned()))
+    };
+    let alive = |pid: u32, start_ns: u64| snaps.get(&pid).filter(|s| s.is(start_ns));
     let mains: HashMap<u32, escape::Facts> = services
         .iter()
         .filter_map(|svc| {
@@ -257,11 +199,12 @@ pub fn list(tracking: &Tracking, query: &Query<'_>) -> Result<Vec<PsEntry>> {
         })
         .collect();
     let ns_per_tick = identity::ns_per_tick();
-    let mut out = Vec::new();
-    for (pid, tag, svc) in tags {
-        let Some(snap) = alive(pid, tag.start_ns) else {
-            continue; // exited, a zombie, or the number was recycled
-        };
+    let boot_offset = boot_ns_to_unix_ns(0);
+    // Built in PID order (sorting the small tuples, not the entries).
+    tags.sort_unstable_by_key(|(pid, _, _)| *pid);
+    let entry = |&(pid, tag, svc): &(u32, Tag, &Service)| -> Option<PsEntry> {
+        // None: exited, a zombie, or the number was recycled.
+        let snap = alive(pid, tag.start_ns)?;
         let forked = tag.flags & tag_flags::FORKED != 0;
         let creator = forked
             .then(|| alive(tag.creator_pid, tag.creator_start_ns))
@@ -273,26 +216,26 @@ pub fn list(tracking: &Tracking, query: &Query<'_>) -> Result<Vec<PsEntry>> {
         };
         let reasons = escape::reasons(&tag, &my_facts, creator_facts.as_ref(), &ctx);
         if query.escaped_only && reasons.is_empty() {
-            continue;
+            return None;
         }
-        out.push(PsEntry {
+        Some(PsEntry {
             pid,
-            ppid: snap.stat.ppid as u32,
+            ppid: snap.ppid,
             creator_pid: forked.then_some(tag.creator_pid),
             creator_alive: forked.then_some(creator.is_some()),
             service: svc.name.clone(),
-            start_time: snap.stat.starttime,
-            started: rfc3339(boot_ns_to_unix_ns(snap.stat.starttime * ns_per_tick)),
+            start_time: snap.start_ticks,
+            started: rfc3339(boot_offset + snap.start_ticks * ns_per_tick),
             uid: snap.uid,
-            comm: snap.stat.comm.clone(),
+            comm: snap.comm.clone(),
             exe: snap.exe.clone(),
             cmdline: snap.cmdline.clone(),
-            state: snap.stat.state.to_string(),
-            cgroup: snap.cgroup.clone(),
+            state: snap.state.to_string(),
+            cgroup: cg_path(snap),
             cgroup_at_fork: (forked && tag.cgroup_id != 0)
-                .then(|| paths.get(&tag.cgroup_id).cloned())
+                .then(|| cgroups.get(&tag.cgroup_id).cloned())
                 .flatten(),
-            sid: snap.stat.session as u32,
+            sid: snap.sid,
             pidns: snap.pidns,
             escaped: !reasons.is_empty(),
             escape_reasons: reasons,
@@ -304,17 +247,62 @@ pub fn list(tracking: &Tracking, query: &Query<'_>) -> Result<Vec<PsEntry>> {
                 "unknown"
             },
             tag,
-        });
-    }
-    out.sort_by_key(|e| e.pid);
+        })
+    };
+    let out = in_parallel(&tags, |part| part.iter().filter_map(entry).collect());
     tracing::debug!("ps: {} entries built by {:?}", out.len(), started.elapsed());
     Ok(out)
 }
 
-/// Writes the entries as a JSON array.
-pub fn write_json(entries: &[PsEntry], out: &mut impl Write) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, entries)?;
-    writeln!(out)
+/// `work` over `items` split in one part per CPU, results concatenated in order.
+fn in_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    if items.len() < 1024 || threads == 1 {
+        return work(items);
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let work = &work;
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(move || work(part)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// Writes the entries as a JSON array, indented when `pretty` (large listings are
+/// serialised on every CPU).
+pub fn write_json(entries: &[PsEntry], pretty: bool, out: &mut impl Write) -> io::Result<()> {
+    if pretty {
+        serde_json::to_writer_pretty(&mut *out, entries)?;
+        return writeln!(out);
+    }
+    // Each part is the comma-separated objects of a slice; the parts are joined by commas.
+    let parts: Vec<Vec<u8>> = in_parallel(entries, |part| {
+        let mut buf = Vec::with_capacity(part.len() * 512);
+        for (i, e) in part.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            // Serialising plain data into memory cannot fail.
+            let _ = serde_json::to_writer(&mut buf, e);
+        }
+        vec![buf]
+    });
+    out.write_all(b"[")?;
+    for (i, p) in parts.iter().filter(|p| !p.is_empty()).enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        out.write_all(p)?;
+    }
+    out.write_all(b"]\n")
 }
 
 fn reason_list(e: &PsEntry) -> String {

@@ -58,7 +58,7 @@ pub struct Status {
 pub struct ProgramStatus {
     /// Program name.
     pub name: String,
-    /// Raw tracepoint it attaches to.
+    /// Where it attaches: a raw tracepoint, or `iter/task` for the ps task iterators.
     pub tracepoint: String,
     /// Attached through a pinned link.
     pub attached: bool,
@@ -67,7 +67,7 @@ pub struct ProgramStatus {
 /// Gathers the status; never fails (what cannot be read is reported as such).
 pub fn gather(paths: &PinPaths) -> Status {
     let pinned: BTreeMap<&str, bool> = paths.pinned_links().into_iter().collect();
-    let programs = programs::TRACKING
+    let mut programs: Vec<ProgramStatus> = programs::TRACKING
         .iter()
         .map(|(name, tp)| ProgramStatus {
             name: name.to_string(),
@@ -75,6 +75,11 @@ pub fn gather(paths: &PinPaths) -> Status {
             attached: pinned.get(name).copied().unwrap_or(false),
         })
         .collect();
+    programs.extend(programs::SNAPSHOT.iter().map(|(name, kind)| ProgramStatus {
+        name: name.to_string(),
+        tracepoint: format!("iter/{kind}"),
+        attached: paths.link(name).exists(),
+    }));
     let tracking = Tracking::open(paths).ok();
     // The layout in use when loaded; otherwise what a load would detect.
     let layout = match tracking.as_ref().map(Tracking::layout) {
@@ -148,9 +153,13 @@ pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
     for p in &s.programs {
         writeln!(
             out,
-            "program:  {} on raw_tp/{} ({})",
+            "program:  {} on {} ({})",
             p.name,
-            p.tracepoint,
+            if p.tracepoint.starts_with("iter/") {
+                p.tracepoint.clone()
+            } else {
+                format!("raw_tp/{}", p.tracepoint)
+            },
             if p.attached {
                 "attached, pinned"
             } else {

@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
-        RawTracePoint,
+        Iter, RawTracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -197,7 +197,55 @@ pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
             .map_err(|e| Error::Ebpf(format!("pin {}: {e}", pin.display())))?;
         attached += 1;
     }
+    // The ps snapshot iterators are an accelerator: without them, ps reads /proc.
+    let btf = aya::Btf::from_sys_fs().map_err(|e| ebpf_error("read the kernel BTF", e));
+    for (name, iter_type) in programs::SNAPSHOT {
+        let attached_one = match &btf {
+            Ok(btf) => attach_snapshot(&mut ebpf, paths, btf, name, iter_type),
+            Err(e) => Err(Error::Ebpf(e.to_string())),
+        };
+        match attached_one {
+            Ok(()) => attached += 1,
+            Err(e) => {
+                tracing::warn!("ps will read /proc: the task iterator is unavailable ({e})");
+                for (name, _) in programs::SNAPSHOT {
+                    let _ = fs::remove_file(paths.link(name));
+                }
+                break;
+            }
+        }
+    }
     Ok(LoadOutcome::Loaded { attached })
+}
+
+/// Loads the sleepable task iterator behind `ps` and pins its link, whose every read runs it.
+fn attach_snapshot(
+    ebpf: &mut Ebpf,
+    paths: &PinPaths,
+    btf: &aya::Btf,
+    name: &str,
+    iter_type: &str,
+) -> Result<()> {
+    let pin = paths.link(name);
+    let _ = fs::remove_file(&pin);
+    let program: &mut Iter = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Ebpf(format!("program {name} missing from the object")))?
+        .try_into()
+        .map_err(|e| ebpf_error(&format!("program {name}"), e))?;
+    program
+        .load(iter_type, btf)
+        .map_err(|e| ebpf_error(&format!("load {name}"), e))?;
+    let id = program
+        .attach()
+        .map_err(|e| ebpf_error(&format!("attach {name}"), e))?;
+    let link = program
+        .take_link(id)
+        .map_err(|e| ebpf_error(&format!("take link of {name}"), e))?;
+    let link = FdLink::try_from(link).map_err(|e| ebpf_error(&format!("link of {name}"), e))?;
+    link.pin(&pin)
+        .map_err(|e| Error::Ebpf(format!("pin {}: {e}", pin.display())))?;
+    Ok(())
 }
 
 /// Loads program `name` of `ebpf` and attaches it to raw tracepoint `tracepoint`.

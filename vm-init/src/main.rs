@@ -36,8 +36,16 @@ fn setup() {
     mount_fs("proc", "/proc");
     mount_fs("sysfs", "/sys");
     mount_fs("devtmpfs", "/dev");
-    mount_fs("tmpfs", "/tmp");
-    mount_fs("tmpfs", "/run");
+    // The initramfs is already a writable tmpfs/ramfs: a tmpfs on /tmp would hide the test
+    // binaries when the checkout lives under /tmp (they sit at their host paths).
+    for dir in ["/tmp", "/run"] {
+        let empty = std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true);
+        if empty {
+            mount_fs("tmpfs", dir);
+        }
+    }
     mount_fs("cgroup2", "/sys/fs/cgroup");
     mount_fs("tracefs", "/sys/kernel/tracing");
     mount_fs("bpf", "/sys/fs/bpf");

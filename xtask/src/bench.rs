@@ -239,20 +239,22 @@ fn forensics(b: &Bench) -> Result<()> {
     let marker = format!("bench-ps-{}", std::process::id());
     let service = "bench-ps";
     let mut child = b.start_service(service, &["spawn", "10000", "--marker", &marker])?;
-    let result = (|| -> Result<(Duration, Duration, usize)> {
+    let result = (|| -> Result<(Duration, Duration, Duration, usize)> {
         let listed = b
             .bpfkill()
             .args(["ps", "--service", service, "--json"])
             .output()?;
         let entries: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout)?;
-        let ours = time_command(
-            || {
+        let ps_with = |source: &'static str| {
+            move || {
                 let mut c = b.bpfkill();
-                c.args(["ps", "--service", service, "--json"]);
+                c.env("BPFKILL_PS_SOURCE", source)
+                    .args(["ps", "--service", service, "--json"]);
                 c
-            },
-            7,
-        )?;
+            }
+        };
+        let ours = time_command(ps_with("kernel"), 7)?;
+        let from_proc = time_command(ps_with("proc"), 7)?;
         let procps = time_command(
             || {
                 let mut c = Command::new("ps");
@@ -261,11 +263,11 @@ fn forensics(b: &Bench) -> Result<()> {
             },
             7,
         )?;
-        Ok((ours, procps, entries.len()))
+        Ok((ours, from_proc, procps, entries.len()))
     })();
     cleanup(&marker);
     let _ = child.wait();
-    let (ours, procps, n) = result?;
+    let (ours, from_proc, procps, n) = result?;
 
     // The journal under a fork storm: 20,000 children forked and exited as fast as one
     // process can, with the daemon writing every fork and exit.
@@ -326,15 +328,17 @@ fn forensics(b: &Bench) -> Result<()> {
     let _ = daemon.wait();
     let _ = std::fs::remove_dir_all(&journal);
 
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "\n{:<44} {:>12} {:>22} {:>10}",
-        "forensics", "bpfkill", "procps ps -e", "ratio"
+        "\n{:<44} {:>14} {:>14} {:>14} {:>9}",
+        "forensics (median of 7)", "task iterator", "bpfkill /proc", "procps ps -e", "ratio"
     );
     println!(
-        "{:<44} {:>9.1} ms {:>19.1} ms {:>9.1}x",
-        format!("ps --json, {n} tagged processes (median of 7)"),
-        ours.as_secs_f64() * 1e3,
-        procps.as_secs_f64() * 1e3,
+        "{:<44} {:>11.1} ms {:>11.1} ms {:>11.1} ms {:>8.1}x",
+        format!("ps --service --json, {n} tagged processes"),
+        ms(ours),
+        ms(from_proc),
+        ms(procps),
         procps.as_secs_f64() / ours.as_secs_f64().max(1e-9)
     );
     println!(

@@ -3,3 +3,4 @@ mod doom;
 mod exec;
 mod exit;
 mod fork;
+mod snapshot;

@@ -1,0 +1,343 @@
+//! Snapshots of live processes for `ps`: from the kernel's task iterator (one read of a pinned
+//! iterator link returns every live tagged process with its tag, identity, session, uid,
+//! cgroup, PID namespace and command line), or from /proc when the iterator is unavailable.
+//! Either way only `exe` needs one more system call per process.
+
+use std::{collections::HashMap, io::Read};
+
+use bpfkill_common::{programs, snapshot_flags, Tag, TaskSnapshot};
+
+use crate::{
+    error::{Error, Result},
+    identity,
+    tracking::PinPaths,
+};
+
+/// Forces the /proc source (`proc`) or the kernel iterator (`kernel`); default: the iterator
+/// when it is pinned.
+pub const SOURCE_ENV: &str = "BPFKILL_PS_SOURCE";
+
+/// What is known about one live process.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Parent tgid.
+    pub ppid: u32,
+    /// Session id.
+    pub sid: u32,
+    /// State letter, as in /proc/PID/stat.
+    pub state: char,
+    /// Start time in clock ticks since boot (field 22 of /proc/PID/stat).
+    pub start_ticks: u64,
+    /// comm.
+    pub comm: String,
+    /// A zombie whose threads have all exited.
+    pub dead: bool,
+    /// Effective uid.
+    pub uid: Option<u32>,
+    /// Arguments joined by spaces.
+    pub cmdline: String,
+    /// Resolved /proc/PID/exe.
+    pub exe: Option<String>,
+    /// cgroup v2 path (from /proc).
+    pub cgroup_path: Option<String>,
+    /// cgroup v2 id (from the kernel).
+    pub cgroup_id: Option<u64>,
+    /// PID namespace inode.
+    pub pidns: Option<u64>,
+    /// The tag, when the kernel iterator reported it.
+    pub tag: Option<Tag>,
+}
+
+impl Snapshot {
+    /// True when this is the process that started at `start_ns` and it has not exited.
+    pub fn is(&self, start_ns: u64) -> bool {
+        identity::matches(start_ns, self.start_ticks) && !self.dead
+    }
+}
+
+/// Runs `read` over `pids` on every CPU (there is one system call or ten per process).
+fn parallel<T: Send>(pids: &[u32], read: impl Fn(u32, &mut Vec<u8>) -> Option<T> + Sync) -> Vec<(u32, T)> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let run = |part: &[u32]| {
+        let mut buf = Vec::with_capacity(8192);
+        part.iter()
+            .filter_map(|&p| Some((p, read(p, &mut buf)?)))
+            .collect::<Vec<_>>()
+    };
+    if pids.len() < 256 || threads == 1 {
+        return run(pids);
+    }
+    let chunk = pids.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pids
+            .chunks(chunk)
+            .map(|part| s.spawn(move || run(part)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+fn exe_of(pid: u32) -> Option<String> {
+    rustix::fs::readlink(format!("/proc/{pid}/exe"), Vec::new())
+        .ok()
+        .map(|l| l.to_string_lossy().into_owned())
+}
+
+fn join_args(raw: &[u8]) -> String {
+    raw.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Reads a small /proc file into `buf` with as few system calls as possible (open, one read
+/// per 4 KiB, close): a short read means the end of a /proc file.
+fn read_proc(path: &str, buf: &mut Vec<u8>) -> Option<()> {
+    use rustix::fs::{open, Mode, OFlags};
+    let fd = open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    buf.clear();
+    loop {
+        let len = buf.len();
+        buf.resize(len + 4096, 0);
+        let n = rustix::io::read(&fd, &mut buf[len..]).ok()?;
+        buf.truncate(len + n);
+        if n < 4096 {
+            return Some(());
+        }
+    }
+}
+
+/// One process from /proc, in about ten system calls. Parsing is procfs's.
+fn proc_snapshot(pid: u32, buf: &mut Vec<u8>) -> Option<Snapshot> {
+    use procfs::FromRead;
+    read_proc(&format!("/proc/{pid}/stat"), buf)?;
+    let stat = procfs::process::Stat::from_read(&buf[..]).ok()?;
+    // The owner of /proc/PID is the process's effective uid (root when it is not dumpable).
+    let uid = rustix::fs::stat(format!("/proc/{pid}")).ok().map(|st| st.st_uid);
+    let cmdline = match read_proc(&format!("/proc/{pid}/cmdline"), buf) {
+        Some(()) => join_args(buf),
+        None => String::new(),
+    };
+    let cgroup_path = read_proc(&format!("/proc/{pid}/cgroup"), buf)
+        .and_then(|()| procfs::ProcessCGroups::from_read(&buf[..]).ok())
+        .and_then(|cgs| cgs.into_iter().find(|c| c.hierarchy == 0).map(|c| c.pathname));
+    let pidns = rustix::fs::readlink(format!("/proc/{pid}/ns/pid"), Vec::new())
+        .ok()
+        .and_then(|l| {
+            let s = l.to_string_lossy();
+            s.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+        });
+    Some(Snapshot {
+        ppid: stat.ppid as u32,
+        sid: stat.session as u32,
+        state: stat.state,
+        start_ticks: stat.starttime,
+        dead: identity::is_dead(&stat),
+        comm: stat.comm,
+        uid,
+        cmdline,
+        exe: exe_of(pid),
+        cgroup_path,
+        cgroup_id: None,
+        pidns,
+        tag: None,
+    })
+}
+
+/// Snapshots of `pids` from /proc, read in parallel; missing entries are gone.
+pub fn from_proc(pids: &[u32]) -> HashMap<u32, Snapshot> {
+    parallel(pids, proc_snapshot).into_iter().collect()
+}
+
+/// The state letter the kernel shows in /proc/PID/stat for `__state` and `exit_state`.
+pub fn state_letter(state: u32, exit_state: u32) -> char {
+    const TASK_REPORT: u32 = 0x7f;
+    const TASK_IDLE: u32 = 0x402;
+    const TASK_RTLOCK_WAIT: u32 = 0x1000;
+    let bits = match state {
+        TASK_IDLE => 0x80,
+        TASK_RTLOCK_WAIT => 0x2,
+        _ => (state | exit_state) & TASK_REPORT,
+    };
+    let index = (u32::BITS - bits.leading_zeros()) as usize; // fls()
+    b"RSDTtXZPI".get(index).map_or('?', |&c| c as char)
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Parses what the task iterator wrote: records, each followed by its command line.
+pub fn parse_records(data: &[u8]) -> Result<Vec<(TaskSnapshot, &[u8])>> {
+    let size = std::mem::size_of::<TaskSnapshot>();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let header = data
+            .get(at..at + size)
+            .ok_or_else(|| Error::Ebpf(format!("task iterator: a record is cut at byte {at}")))?;
+        // SAFETY: the length was checked; TaskSnapshot is plain data valid for any bytes.
+        let rec: TaskSnapshot = unsafe { std::ptr::read_unaligned(header.as_ptr().cast()) };
+        at += size;
+        let len = rec.cmdline_len as usize;
+        let cmdline = data
+            .get(at..at + len)
+            .ok_or_else(|| Error::Ebpf(format!("task iterator: a command line is cut at byte {at}")))?;
+        at += len;
+        out.push((rec, cmdline));
+    }
+    Ok(out)
+}
+
+/// Runs one pinned task iterator and decodes its records (None when it is not pinned).
+fn read_half(pin: &std::path::Path) -> Result<Option<Vec<(TaskSnapshot, String)>>> {
+    let mut file = match std::fs::File::open(pin) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("open {}", pin.display()), e)),
+    };
+    let mut data = Vec::with_capacity(2 << 20);
+    file.read_to_end(&mut data)
+        .map_err(|e| Error::io(format!("read {}", pin.display()), e))?;
+    let records = parse_records(&data)?
+        .into_iter()
+        .map(|(r, raw)| {
+            let cmdline = if r.flags & snapshot_flags::CMDLINE_TRUNCATED != 0 {
+                // Longer than the iterator copies: /proc has all of it.
+                let mut buf = Vec::new();
+                read_proc(&format!("/proc/{}/cmdline", r.pid), &mut buf)
+                    .map_or_else(|| join_args(raw), |()| join_args(&buf))
+            } else {
+                join_args(raw)
+            };
+            (r, cmdline)
+        })
+        .collect();
+    Ok(Some(records))
+}
+
+/// Snapshots of every live tagged process from the pinned task iterator, or None when it is
+/// not pinned (or `BPFKILL_PS_SOURCE=proc`).
+pub fn from_kernel(paths: &PinPaths) -> Result<Option<HashMap<u32, Snapshot>>> {
+    match std::env::var(SOURCE_ENV).as_deref() {
+        Ok("proc") => return Ok(None),
+        Ok("kernel") | Err(_) => {}
+        Ok(other) => {
+            return Err(Error::Usage(format!(
+                "invalid {SOURCE_ENV}={other:?}: use kernel or proc"
+            )))
+        }
+    }
+    // Both halves at once, one CPU each; each thread also decodes its records.
+    let halves: Vec<Result<Option<Vec<(TaskSnapshot, String)>>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = programs::SNAPSHOT
+            .iter()
+            .map(|(name, _)| {
+                let pin = paths.link(name);
+                s.spawn(move || read_half(&pin))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Ebpf("task iterator reader panicked".into())))
+            })
+            .collect()
+    });
+    let mut records = Vec::new();
+    for half in halves {
+        match half? {
+            Some(r) => records.extend(r),
+            None => return Ok(None),
+        }
+    }
+    // One readlink per distinct executable (10,000 workers of one daemon share one).
+    let mut by_exe: HashMap<u64, u32> = HashMap::new();
+    let mut unkeyed: Vec<u32> = Vec::new();
+    for (r, _) in &records {
+        match r.exe_key {
+            0 => unkeyed.push(r.pid),
+            key => {
+                by_exe.entry(key).or_insert(r.pid);
+            }
+        }
+    }
+    let mut to_read: Vec<u32> = by_exe.values().copied().chain(unkeyed).collect();
+    to_read.sort_unstable();
+    let exes: HashMap<u32, String> = parallel(&to_read, |pid, _| exe_of(pid)).into_iter().collect();
+    tracing::debug!("{} executables resolved", exes.len());
+    let exe_for = |r: &TaskSnapshot| match r.exe_key {
+        0 => exes.get(&r.pid).cloned(),
+        key => by_exe.get(&key).and_then(|p| exes.get(p)).cloned(),
+    };
+    let mut out = HashMap::with_capacity(records.len());
+    for (r, cmdline) in records {
+        out.insert(
+            r.pid,
+            Snapshot {
+                ppid: r.ppid,
+                sid: r.sid,
+                state: state_letter(r.state, r.exit_state),
+                start_ticks: identity::ns_to_ticks(r.start_ns),
+                comm: c_string(&r.comm),
+                dead: r.exit_state != 0 && r.live_threads == 0,
+                uid: Some(r.euid),
+                cmdline,
+                exe: exe_for(&r),
+                cgroup_path: None,
+                cgroup_id: Some(r.cgroup_id),
+                pidns: Some(u64::from(r.pidns)),
+                tag: Some(r.tag),
+            },
+        );
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_letters_match_the_kernel() {
+        assert_eq!(state_letter(0, 0), 'R');
+        assert_eq!(state_letter(1, 0), 'S');
+        assert_eq!(state_letter(0x2001, 0), 'S'); // interruptible + freezable
+        assert_eq!(state_letter(2, 0), 'D');
+        assert_eq!(state_letter(0x402, 0), 'I');
+        assert_eq!(state_letter(4, 0), 'T');
+        assert_eq!(state_letter(8, 0), 't');
+        assert_eq!(state_letter(0x80, 0x20), 'Z');
+    }
+
+    #[test]
+    fn records_round_trip_and_cut_records_are_errors() {
+        let rec = TaskSnapshot {
+            pid: 7,
+            cmdline_len: 6,
+            ..TaskSnapshot::default()
+        };
+        // SAFETY: TaskSnapshot is plain data.
+        let mut bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&rec as *const TaskSnapshot).cast::<u8>(),
+                std::mem::size_of::<TaskSnapshot>(),
+            )
+        }
+        .to_vec();
+        bytes.extend_from_slice(b"sh\0-c\0");
+        let parsed = parse_records(&bytes).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].0.pid, 7);
+        assert_eq!(join_args(parsed[0].1), "sh -c");
+        assert!(parse_records(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

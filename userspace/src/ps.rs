@@ -70,6 +70,9 @@ pub struct PsEntry {
     tag: Tag,
 }
 
+/// A tagged process and its service.
+type Tagged<'a> = (u32, Tag, &'a Service);
+
 /// What to list.
 #[derive(Debug, Clone, Default)]
 pub struct Query<'a> {
@@ -134,39 +137,39 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
         None => service::list(tracking),
     };
     let of_service = |tag: &Tag| services.iter().find(|s| s.id == tag.service_id);
-    let (mut snaps, mut tags): (HashMap<u32, Snapshot>, Vec<(u32, Tag, &Service)>) =
-        match snapshot::from_kernel(paths)? {
-            Some(snaps) => {
-                let tags = snaps
-                    .iter()
-                    .filter_map(|(&pid, s)| {
-                        let tag = s.tag?;
-                        Some((pid, tag, of_service(&tag)?))
-                    })
-                    .collect();
-                tracing::debug!(
-                    "ps: {} tagged processes from the task iterator in {:?}",
-                    snaps.len(),
-                    started.elapsed()
-                );
-                (snaps, tags)
-            }
-            None => {
-                let tags: Vec<(u32, Tag, &Service)> = tracking
-                    .tags()
-                    .into_iter()
-                    .filter_map(|(pid, tag)| Some((pid, tag, of_service(&tag)?)))
-                    .collect();
-                let pids: Vec<u32> = tags.iter().map(|(p, _, _)| *p).collect();
-                let snaps = snapshot::from_proc(&pids);
-                tracing::debug!(
-                    "ps: {} processes read from /proc in {:?}",
-                    snaps.len(),
-                    started.elapsed()
-                );
-                (snaps, tags)
-            }
-        };
+    let (mut snaps, mut tags): (HashMap<u32, Snapshot>, Vec<Tagged<'_>>) = match snapshot::from_kernel(paths)?
+    {
+        Some(snaps) => {
+            let tags = snaps
+                .iter()
+                .filter_map(|(&pid, s)| {
+                    let tag = s.tag?;
+                    Some((pid, tag, of_service(&tag)?))
+                })
+                .collect();
+            tracing::debug!(
+                "ps: {} tagged processes from the task iterator in {:?}",
+                snaps.len(),
+                started.elapsed()
+            );
+            (snaps, tags)
+        }
+        None => {
+            let tags: Vec<Tagged<'_>> = tracking
+                .tags()
+                .into_iter()
+                .filter_map(|(pid, tag)| Some((pid, tag, of_service(&tag)?)))
+                .collect();
+            let pids: Vec<u32> = tags.iter().map(|(p, _, _)| *p).collect();
+            let snaps = snapshot::from_proc(&pids);
+            tracing::debug!(
+                "ps: {} processes read from /proc in {:?}",
+                snaps.len(),
+                started.elapsed()
+            );
+            (snaps, tags)
+        }
+    };
     // The main processes and live creators the escape reasons need, when not listed already.
     let mut extra: Vec<u32> = services.iter().map(|s| s.record.main_pid).collect();
     extra.extend(tags.iter().map(|(_, t, _)| t.creator_pid).filter(|&c| c != 0));

@@ -196,8 +196,11 @@ pub fn parse_records(data: &[u8]) -> Result<Vec<(TaskSnapshot, &[u8])>> {
     Ok(out)
 }
 
+/// Decoded iterator records, each with its command line.
+type Records = Vec<(TaskSnapshot, String)>;
+
 /// Runs one pinned task iterator and decodes its records (None when it is not pinned).
-fn read_half(pin: &std::path::Path) -> Result<Option<Vec<(TaskSnapshot, String)>>> {
+fn read_half(pin: &std::path::Path) -> Result<Option<Records>> {
     let mut file = match std::fs::File::open(pin) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -236,7 +239,7 @@ pub fn from_kernel(paths: &PinPaths) -> Result<Option<HashMap<u32, Snapshot>>> {
         }
     }
     // Both halves at once, one CPU each; each thread also decodes its records.
-    let halves: Vec<Result<Option<Vec<(TaskSnapshot, String)>>>> = std::thread::scope(|s| {
+    let halves: Vec<Result<Option<Records>>> = std::thread::scope(|s| {
         let handles: Vec<_> = programs::SNAPSHOT
             .iter()
             .map(|(name, _)| {

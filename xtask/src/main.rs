@@ -56,6 +56,9 @@ enum Task {
         /// Use KVM instead of TCG emulation (KVM hangs on some hosts).
         #[arg(long)]
         kvm: bool,
+        /// Multi-threaded TCG: faster, but racy when the guest live-patches its code.
+        #[arg(long, conflicts_with = "kvm")]
+        mttcg: bool,
         /// Extra arguments for the test binaries (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -265,6 +268,7 @@ fn main() -> Result<()> {
                     kernels: Vec::new(),
                     timeout: std::time::Duration::ZERO,
                     kvm: false,
+                    mttcg: false,
                     test_args: args,
                 },
             )
@@ -274,6 +278,7 @@ fn main() -> Result<()> {
             kernels,
             timeout,
             kvm,
+            mttcg,
             args,
         } => {
             bootstrap()?;
@@ -287,6 +292,7 @@ fn main() -> Result<()> {
                     kernels,
                     timeout,
                     kvm,
+                    mttcg,
                     test_args: args,
                 },
             )

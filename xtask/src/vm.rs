@@ -29,6 +29,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Use KVM instead of TCG.
     pub kvm: bool,
+    /// Multi-threaded TCG (faster, but see `vm_run`).
+    pub mttcg: bool,
     /// Arguments for every test binary (a name filter, `--nocapture`, ...).
     pub test_args: Vec<String>,
 }
@@ -71,7 +73,13 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         let row = match vm_run(root, spec, &manifest, opts) {
             Ok((kernel, tally, problem)) => Row {
                 kernel,
-                how: if opts.kvm { "vm kvm" } else { "vm tcg" },
+                how: if opts.kvm {
+                    "vm kvm"
+                } else if opts.mttcg {
+                    "vm mttcg"
+                } else {
+                    "vm tcg"
+                },
                 tally,
                 elapsed: started.elapsed(),
                 problem,
@@ -462,8 +470,15 @@ fn vm_run(
     let mut cmd = Command::new("qemu-system-x86_64");
     if opts.kvm {
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
-    } else {
+    } else if opts.mttcg {
         cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]);
+    } else {
+        // One host thread runs both vCPUs in turn. With multi-threaded TCG, a vCPU can still
+        // execute a translated int3 after the kernel finished live-patching a static key (as
+        // attaching the sys_exit program does), which oopses the guest ("Oops: int3" in
+        // syscall_exit_to_user_mode_prepare, seen once on 6.12): an emulator artefact, not a
+        // kernel or bpfkill fault, so CI runs the deterministic mode.
+        cmd.args(["-accel", "tcg,thread=single", "-cpu", "max"]);
     }
     cmd.args([
         "-smp", "2", "-m", "3072", "-display", "none", "-serial", "stdio", "-monitor", "none",

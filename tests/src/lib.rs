@@ -123,8 +123,8 @@ impl Instance {
     }
 
     /// Starts `bpfkill daemon` and waits until it consumes events; its log must contain
-    /// `expect`. Its stderr keeps being drained.
-    pub fn start_daemon(&self, expect: &str) -> Child {
+    /// `expect`. Its stderr keeps being drained; it is killed if the test fails.
+    pub fn start_daemon(&self, expect: &str) -> Daemon {
         let mut daemon = self
             .cmd()
             .arg("daemon")
@@ -148,7 +148,7 @@ impl Instance {
         assert!(seen.contains(expect), "daemon log lacks {expect:?}:\n{seen}");
         // Keep draining the log so the daemon never blocks on a full pipe.
         std::thread::spawn(move || for _ in err.lines() {});
-        daemon
+        Daemon(Some(daemon))
     }
 
     /// Runs bpfkill with `args` and returns its output.
@@ -198,6 +198,42 @@ impl Drop for Instance {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.journal_dir);
         let _ = self.cmd().arg("unload").output();
+    }
+}
+
+/// A running `bpfkill daemon`, killed on drop (a failing test must not leave it behind: it
+/// would hold the test's output open).
+pub struct Daemon(Option<Child>);
+
+impl Daemon {
+    /// Its PID.
+    pub fn pid(&self) -> rustix::process::Pid {
+        rustix::process::Pid::from_child(self.0.as_ref().expect("running"))
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; the daemon must exit 0.
+    pub fn stop(mut self) {
+        let mut c = self.0.take().expect("running");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&c),
+            rustix::process::Signal::TERM,
+        )
+        .expect("SIGTERM the daemon");
+        assert!(c.wait().expect("wait").success(), "daemon must exit 0 on SIGTERM");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 

@@ -78,8 +78,7 @@ fn tracking_survives_daemon_kill9_and_restart() {
     let main = tree.pid("pid");
     let c1 = tree.fork_child();
 
-    daemon.kill().unwrap(); // SIGKILL
-    daemon.wait().unwrap();
+    daemon.kill9();
     let c2 = tree.fork_child();
     let (rc, status) = inst.status();
     assert_eq!(rc, 0, "tracking must stay live without the daemon: {status}");
@@ -87,7 +86,7 @@ fn tracking_survives_daemon_kill9_and_restart() {
     pids.sort();
     assert_eq!(pids, vec![main, c1, c2]);
 
-    let mut daemon = inst.start_daemon("adopted pinned tracking");
+    let daemon = inst.start_daemon("adopted pinned tracking");
     let c3 = tree.fork_child();
     let ps = inst.ps(&service);
     let e3 = ps
@@ -101,12 +100,7 @@ fn tracking_survives_daemon_kill9_and_restart() {
     for pid in [main, c1, c2, c3] {
         assert!(wait_gone(pid, GONE), "{pid} survived");
     }
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&daemon),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    assert!(daemon.wait().unwrap().success(), "daemon must exit 0 on SIGTERM");
+    daemon.stop();
     assert_eq!(inst.status().0, 0, "SIGTERM must keep tracking pinned");
 }
 

@@ -130,7 +130,8 @@ impl Follow {
 
     /// Waits for a record satisfying `want`; returns it.
     fn until(&self, what: &str, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // A ceiling for slow (emulated) machines, not a delay: records arrive as written.
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -147,15 +148,6 @@ impl Drop for Follow {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn stop(mut daemon: Child) {
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&daemon),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    assert!(daemon.wait().unwrap().success(), "daemon must exit 0 on SIGTERM");
 }
 
 #[test]
@@ -234,7 +226,7 @@ fn the_journal_records_exit_codes_and_killing_signals_and_survives_a_torn_tail()
     assert!(human.contains(&format!("exit pid={exited} code=3")), "{human}");
 
     // A crash mid-record leaves a torn tail: it is skipped with a warning, never fatal ...
-    stop(daemon);
+    daemon.stop();
     drop(follow);
     let active = inst.journal_dir.join("events.jsonl");
     {
@@ -265,7 +257,7 @@ fn the_journal_records_exit_codes_and_killing_signals_and_survives_a_torn_tail()
     let out = inst.run(["log", "--service", &service, "--json"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).lines().count() > before);
-    stop(daemon);
+    daemon.stop();
 }
 
 #[test]
@@ -274,7 +266,7 @@ fn lost_events_are_counted_and_shown_in_status_and_log() {
     let inst = Instance::unloaded();
     let daemon = inst.start_daemon("tracking loaded");
     // Freeze the consumer, overflow the 8 MiB ring buffer (two events per child), thaw it.
-    let pid = rustix::process::Pid::from_child(&daemon);
+    let pid = daemon.pid();
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
     let service = unique("f-lost");
     let tree = inst.run_service(&service, &["churn", "16000"]);
@@ -289,7 +281,7 @@ fn lost_events_are_counted_and_shown_in_status_and_log() {
     let rec = follow.until("a lost record", |r| r["event"] == "lost");
     assert!(rec["lost"].as_u64().unwrap() > 0, "{rec}");
     drop(follow);
-    stop(daemon);
+    daemon.stop();
 }
 
 #[test]

@@ -74,26 +74,29 @@ pub fn run(paths: &PinPaths, opts: &Options) -> Result<()> {
             Err(e) => return Err(Error::io("poll", e.into())),
         }
         let stop = fds[1].revents().contains(PollFlags::IN);
+        let mut handled = 0usize;
         while let Some(item) = ring.next() {
             let Some(ev) = events::decode(&item) else {
                 tracing::warn!("undecodable event of {} bytes", item.len());
                 continue;
             };
             let name = names.get(&tracking, ev.service_id);
-            tracing::info!(service = %name, "{}", ev.describe());
+            tracing::debug!(service = %name, "{}", ev.describe());
             if let Some(w) = writer.as_mut() {
                 w.append(&record_of(&ev, &name))?;
             }
-        }
-        let lost_now = tracking.stats()[stat::EVENTS_LOST as usize];
-        if lost_now > lost_seen {
-            let n = lost_now - lost_seen;
-            tracing::warn!("{n} event(s) lost: the ring buffer was full");
-            if let Some(w) = writer.as_mut() {
-                w.append(&Record::lost(n, std::time::SystemTime::now()))?;
+            handled += 1;
+            // A long backlog (a fork storm): report losses and let readers see progress
+            // without waiting for the ring buffer to drain.
+            if handled.is_multiple_of(4096) {
+                drop(item);
+                note_losses(&tracking, &mut lost_seen, writer.as_mut())?;
+                if let Some(w) = writer.as_mut() {
+                    w.flush()?;
+                }
             }
-            lost_seen = lost_now;
         }
+        note_losses(&tracking, &mut lost_seen, writer.as_mut())?;
         if let Some(w) = writer.as_mut() {
             w.flush()?;
         }
@@ -105,6 +108,20 @@ pub fn run(paths: &PinPaths, opts: &Options) -> Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Journals (and logs) the events the kernel could not deliver since the last check.
+fn note_losses(tracking: &Tracking, seen: &mut u64, writer: Option<&mut journal::Writer>) -> Result<()> {
+    let now = tracking.stats()[stat::EVENTS_LOST as usize];
+    if now > *seen {
+        let n = now - *seen;
+        tracing::warn!("{n} event(s) lost: the ring buffer was full");
+        if let Some(w) = writer {
+            w.append(&Record::lost(n, std::time::SystemTime::now()))?;
+        }
+        *seen = now;
+    }
+    Ok(())
 }
 
 /// The journal record of an event; for an exec, argv is read from /proc while the process

@@ -10,6 +10,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -122,6 +123,11 @@ impl Tally {
     }
 }
 
+enum Msg {
+    Line(String),
+    Exited(std::io::Result<std::process::ExitStatus>),
+}
+
 /// Counts from a libtest summary line (`test result: ok. 3 passed; 1 failed; 2 ignored; ...`).
 fn parse_summary(line: &str) -> Option<(u32, u32, u32)> {
     let rest = line.trim().strip_prefix("test result: ")?;
@@ -171,7 +177,7 @@ pub fn run(manifest: &Manifest, skip_log: &Path) -> Tally {
                 .stderr(w2)
                 .spawn()
         });
-        let mut child = match spawned {
+        let child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 println!("cannot start {}: {e}", bin.path.display());
@@ -180,16 +186,52 @@ pub fn run(manifest: &Manifest, skip_log: &Path) -> Tally {
                 continue;
             }
         };
+        // The binary's own exit ends its run, not the end of its output: a process it leaked
+        // may hold the pipe open forever. Lines already written are drained for a moment.
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let lines_tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(Msg::Line(line)).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = tx.send(Msg::Exited(child.wait()));
+        });
         let mut summary = None;
-        for line in BufReader::new(reader).lines() {
-            let Ok(line) = line else { break };
+        let mut show = |line: String| {
             if let Some(s) = parse_summary(&line) {
                 summary = Some(s);
             }
             let mut out = stdout.lock();
             let _ = writeln!(out, "{line}");
+        };
+        let mut status = Err(std::io::Error::other("the test binary vanished"));
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                Msg::Line(line) => show(line),
+                Msg::Exited(st) => {
+                    status = st;
+                    break;
+                }
+            }
         }
-        let status = child.wait();
+        let grace = Instant::now() + Duration::from_secs(2);
+        loop {
+            match rx.recv_timeout(grace.saturating_duration_since(Instant::now())) {
+                Ok(Msg::Line(line)) => show(line),
+                Ok(Msg::Exited(_)) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    println!("{}: processes it left behind still hold its output", bin.name);
+                    break;
+                }
+            }
+        }
         let skips: Vec<String> = std::fs::read_to_string(skip_log)
             .unwrap_or_default()
             .lines()

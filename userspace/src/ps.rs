@@ -21,7 +21,7 @@ use crate::{
     escape::{self, Reason},
     identity,
     service::{self, Service},
-    snapshot::{self, Snapshot},
+    snapshot::{self, in_parallel, Snapshot},
     tracking::{PinPaths, Tracking},
 };
 
@@ -252,31 +252,9 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
             tag,
         })
     };
-    let out = in_parallel(&tags, |part| part.iter().filter_map(entry).collect());
+    let out = in_parallel(&tags, 1024, |part| part.iter().filter_map(entry).collect());
     tracing::debug!("ps: {} entries built by {:?}", out.len(), started.elapsed());
     Ok(out)
-}
-
-/// `work` over `items` split in one part per CPU, results concatenated in order.
-fn in_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    if items.len() < 1024 || threads == 1 {
-        return work(items);
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let work = &work;
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| s.spawn(move || work(part)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
 }
 
 /// Writes the entries as a JSON array, indented when `pretty` (large listings are
@@ -287,7 +265,7 @@ pub fn write_json(entries: &[PsEntry], pretty: bool, out: &mut impl Write) -> io
         return writeln!(out);
     }
     // Each part is the comma-separated objects of a slice; the parts are joined by commas.
-    let parts: Vec<Vec<u8>> = in_parallel(entries, |part| {
+    let parts: Vec<Vec<u8>> = in_parallel(entries, 1024, |part| {
         let mut buf = Vec::with_capacity(part.len() * 512);
         for (i, e) in part.iter().enumerate() {
             if i > 0 {

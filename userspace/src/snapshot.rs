@@ -55,29 +55,40 @@ impl Snapshot {
     }
 }
 
-/// Runs `read` over `pids` on every CPU (there is one system call or ten per process).
-fn parallel<T: Send>(pids: &[u32], read: impl Fn(u32, &mut Vec<u8>) -> Option<T> + Sync) -> Vec<(u32, T)> {
+/// `work` over `items` split in one part per CPU (when there are at least `min` items),
+/// results concatenated in order.
+pub(crate) fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    min: usize,
+    work: impl Fn(&[T]) -> Vec<R> + Sync,
+) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
-    let run = |part: &[u32]| {
-        let mut buf = Vec::with_capacity(8192);
-        part.iter()
-            .filter_map(|&p| Some((p, read(p, &mut buf)?)))
-            .collect::<Vec<_>>()
-    };
-    if pids.len() < 256 || threads == 1 {
-        return run(pids);
+    if items.len() < min || threads == 1 {
+        return work(items);
     }
-    let chunk = pids.len().div_ceil(threads);
+    let chunk = items.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = pids
+        let work = &work;
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| s.spawn(move || run(part)))
+            .map(|part| s.spawn(move || work(part)))
             .collect();
         handles
             .into_iter()
             .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// Runs `read` over `pids` on every CPU (one system call or ten per process), with one
+/// scratch buffer per thread.
+fn parallel<T: Send>(pids: &[u32], read: impl Fn(u32, &mut Vec<u8>) -> Option<T> + Sync) -> Vec<(u32, T)> {
+    in_parallel(pids, 256, |part| {
+        let mut buf = Vec::with_capacity(8192);
+        part.iter()
+            .filter_map(|&p| Some((p, read(p, &mut buf)?)))
             .collect()
     })
 }

@@ -312,6 +312,20 @@ impl Tree {
             .unwrap_or_else(|| panic!("no {key} in {:?}", self.ready))
     }
 
+    /// Waits until no reported process is running (`R`) or in an uninterruptible wait (`D`).
+    /// Helpers report `ready` just before they block in pause() (or, a leader, exit), so on a
+    /// slow machine one may still be runnable when a test compares its state. Polls: the
+    /// kernel has no event for another process falling asleep.
+    pub fn settle(&self) {
+        for &pid in &self.pids {
+            assert!(
+                poll_until(Duration::from_secs(60), || !matches!(state(pid), Some('R' | 'D'))),
+                "{pid} still running: state {:?}",
+                state(pid)
+            );
+        }
+    }
+
     /// In `forker` mode: makes the main process fork one child; returns the child's PID.
     pub fn fork_child(&mut self) -> u32 {
         use std::io::Write;
@@ -348,13 +362,7 @@ fn open_pidfd(pid: u32) -> rustix::io::Result<std::os::fd::OwnedFd> {
 
 /// True while `pid` exists and is not a zombie.
 pub fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => match s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next()) {
-            Some(state) => state != "Z" && state != "X",
-            None => false,
-        },
-        Err(_) => false,
-    }
+    state(pid).is_some_and(|s| s != 'Z' && s != 'X')
 }
 
 /// Waits (on a pidfd, no polling loop) until `pid` has exited; false on timeout.
@@ -420,8 +428,11 @@ pub fn marker_survivors(marker: &str) -> Vec<u32> {
 
 /// The state letter of a process (`R`, `S`, `T`, `Z`, ...).
 pub fn state(pid: u32) -> Option<char> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s[s.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
+    procfs::process::Process::new(pid as i32)
+        .ok()?
+        .stat()
+        .ok()
+        .map(|s| s.state)
 }
 
 /// Polls `check` until it holds or `timeout` passes. Only for conditions the kernel offers no

@@ -19,6 +19,7 @@ fn ps_fields_describe_a_double_forked_escapee() {
     let service = unique("f-ps");
     let tree = inst.run_service(&service, &["double-fork", "--setsid", "--rename", "f-escapee"]);
     let (main, escapee) = (tree.pid("main"), tree.pid("escapee"));
+    tree.settle();
     let ps = inst.ps(&service);
     let m = ps.iter().find(|e| e["pid"] == main).expect("main listed");
     let e = ps.iter().find(|e| e["pid"] == escapee).expect("escapee listed");
@@ -322,9 +323,12 @@ fn ps_from_the_kernel_task_iterator_matches_proc() {
         return;
     }
     let service = unique("f-iter");
-    let _a = inst.run_service(&service, &["double-fork", "--setsid", "--rename", "f-iter-esc"]);
-    let _b = inst.run_service(&service, &["pidns", "--rename", "f-iter-ns"]);
-    let _c = inst.run_service(&service, &["threads", "3"]);
+    let a = inst.run_service(&service, &["double-fork", "--setsid", "--rename", "f-iter-esc"]);
+    let b = inst.run_service(&service, &["pidns", "--rename", "f-iter-ns"]);
+    let c = inst.run_service(&service, &["threads", "3"]);
+    for tree in [&a, &b, &c] {
+        tree.settle(); // a state read while one is still running would differ between reads
+    }
     let listing = |source: &str| -> Vec<serde_json::Value> {
         let out = inst
             .cmd()

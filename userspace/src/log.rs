@@ -74,6 +74,7 @@ pub fn show(dir: &Path, filter: &Filter, format: Format, out: &mut impl Write) -
 pub fn follow(dir: &Path, filter: &Filter, format: Format, out: &mut impl Write) -> Result<()> {
     // Start following before reading, so nothing written in between is missed (a record may
     // then show twice; the follower's first batch drops what the history already printed).
+    let changes = Changes::watch(dir);
     let mut follower = journal::Follower::new(dir)?;
     let outcome = journal::read_all(dir)?;
     warn_skipped(&outcome.skipped);
@@ -99,7 +100,58 @@ pub fn follow(dir: &Path, filter: &Filter, format: Format, out: &mut impl Write)
             }
         }
         first = false;
-        std::thread::sleep(Duration::from_millis(100));
+        changes.wait();
+    }
+}
+
+/// Wakes the follower when the journal directory changes (inotify), so new records print as
+/// soon as they are written; without inotify, a short timer.
+struct Changes {
+    inotify: Option<std::os::fd::OwnedFd>,
+}
+
+impl Changes {
+    /// A longest wait with inotify (a file replaced in a way inotify does not report, such
+    /// as a journal directory mounted over, is still noticed).
+    const CEILING: Duration = Duration::from_secs(1);
+    /// The timer without inotify.
+    const TICK: Duration = Duration::from_millis(100);
+
+    fn watch(dir: &Path) -> Changes {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)
+            .and_then(|fd| {
+                inotify::add_watch(
+                    &fd,
+                    dir,
+                    WatchFlags::MODIFY | WatchFlags::CREATE | WatchFlags::MOVED_TO,
+                )?;
+                Ok(fd)
+            })
+            .map_err(|e| tracing::debug!("log --follow: no inotify ({e}), polling"))
+            .ok();
+        Changes { inotify }
+    }
+
+    /// Blocks until the directory changes (or the ceiling passes), then consumes the
+    /// notifications.
+    fn wait(&self) {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let Some(fd) = &self.inotify else {
+            std::thread::sleep(Self::TICK);
+            return;
+        };
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        let ceiling = Timespec {
+            tv_sec: Self::CEILING.as_secs() as i64,
+            tv_nsec: 0,
+        };
+        if poll(&mut fds, Some(&ceiling)).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        // Non-blocking: reads until the queue is empty (or fails for any other reason).
+        while rustix::io::read(fd, &mut buf).is_ok_and(|(done, _)| !done.is_empty()) {}
     }
 }
 

@@ -14,6 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Prefixes the recap of failed tests' output that precedes the result marker, so that the
+/// reasons survive where only the end of a long log is kept.
+pub const FAILURE_MARKER: &str = "BPFKILL-FAILURE";
+/// At most this many recap lines per test binary.
+const RECAP_LINES: usize = 60;
 /// The marker line a suite run ends with: `<RESULT_MARKER> passed=N failed=N skipped=N`.
 pub const RESULT_MARKER: &str = "BPFKILL-SUITE-RESULT";
 /// The line the VM's init prints last, followed by `ok` or `fail`.
@@ -90,6 +95,9 @@ pub struct Tally {
     pub failing_binaries: Vec<String>,
     /// Skipped tests with their reasons.
     pub skips: Vec<String>,
+    /// What the failed tests printed (libtest's `---- NAME stdout ----` sections), each line
+    /// prefixed with its binary's name.
+    pub failures: Vec<String>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -126,6 +134,27 @@ impl Tally {
 enum Msg {
     Line(String),
     Exited(std::io::Result<std::process::ExitStatus>),
+}
+
+/// Collects the sections libtest prints for failed tests: from `---- NAME stdout ----` up to
+/// the closing `failures:` list (the panic message and the test's own output).
+#[derive(Default)]
+struct Recap {
+    inside: bool,
+    lines: Vec<String>,
+}
+
+impl Recap {
+    fn see(&mut self, line: &str) {
+        if line.starts_with("---- ") && line.ends_with(" stdout ----") {
+            self.inside = true;
+        } else if line == "failures:" {
+            self.inside = false;
+        }
+        if self.inside && self.lines.len() < RECAP_LINES && !line.trim().is_empty() {
+            self.lines.push(line.to_string());
+        }
+    }
 }
 
 /// Counts from a libtest summary line (`test result: ok. 3 passed; 1 failed; 2 ignored; ...`).
@@ -170,6 +199,8 @@ pub fn run(manifest: &Manifest, skip_log: &Path) -> Tally {
         let spawned = writer.try_clone().and_then(|w2| {
             Command::new(&bin.path)
                 .args(&manifest.args)
+                // Panic messages without stack traces keep the failure recap short.
+                .env("RUST_BACKTRACE", "0")
                 .envs(manifest.env.iter().map(|(k, v)| (k, v)))
                 .env(SKIP_LOG_ENV, skip_log)
                 .stdin(Stdio::null())
@@ -203,10 +234,12 @@ pub fn run(manifest: &Manifest, skip_log: &Path) -> Tally {
             let _ = tx.send(Msg::Exited(child.wait()));
         });
         let mut summary = None;
+        let mut recap = Recap::default();
         let mut show = |line: String| {
             if let Some(s) = parse_summary(&line) {
                 summary = Some(s);
             }
+            recap.see(&line);
             let mut out = stdout.lock();
             let _ = writeln!(out, "{line}");
         };
@@ -258,6 +291,9 @@ pub fn run(manifest: &Manifest, skip_log: &Path) -> Tally {
             }
         }
         tally.skips.extend(skips);
+        tally
+            .failures
+            .extend(recap.lines.into_iter().map(|l| format!("{}: {l}", bin.name)));
     }
     let _ = std::fs::remove_file(skip_log);
     tally.elapsed = started.elapsed();
@@ -267,6 +303,35 @@ pub fn run(manifest: &Manifest, skip_log: &Path) -> Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recaps_the_failed_tests_output() {
+        let mut r = Recap::default();
+        for line in [
+            "test a ... ok",
+            "test b ... FAILED",
+            "",
+            "failures:",
+            "",
+            "---- b stdout ----",
+            "thread 'b' panicked at tests/x.rs:1:1:",
+            "boom",
+            "",
+            "failures:",
+            "    b",
+            "test result: FAILED. 1 passed; 1 failed; 0 ignored",
+        ] {
+            r.see(line);
+        }
+        assert_eq!(
+            r.lines,
+            [
+                "---- b stdout ----",
+                "thread 'b' panicked at tests/x.rs:1:1:",
+                "boom"
+            ]
+        );
+    }
 
     #[test]
     fn parses_libtest_summaries() {

@@ -84,6 +84,9 @@ fn runner() -> i32 {
     for b in &tally.failing_binaries {
         println!("failing: {b}");
     }
+    for line in &tally.failures {
+        println!("{} {line}", vm_suite::FAILURE_MARKER);
+    }
     println!("{} elapsed={:.1}s", tally.marker(), tally.elapsed.as_secs_f64());
     i32::from(tally.failed != 0)
 }

@@ -255,8 +255,17 @@ fn apt_install(packages: &[&str]) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().task {
+/// Errors end the run with one line (and its causes), not a backtrace: CI logs keep only
+/// their end, which should be the result table and the reason.
+fn main() {
+    if let Err(e) = task(Cli::parse().task) {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn task(task: Task) -> Result<()> {
+    match task {
         Task::Bootstrap => bootstrap(),
         Task::Demo => demo(),
         Task::Test { args } => {

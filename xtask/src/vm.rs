@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use vm_suite::{Manifest, Tally, TestBinary, END_MARKER};
+use vm_suite::{Manifest, Tally, TestBinary, END_MARKER, FAILURE_MARKER};
 
 /// What to run.
 pub struct Options {
@@ -41,6 +41,8 @@ struct Row {
     tally: Option<Tally>,
     elapsed: Duration,
     problem: Option<String>,
+    /// What the failed tests printed.
+    failures: Vec<String>,
 }
 
 /// Builds the suite, runs it where asked, prints the table; fails if anything failed.
@@ -61,6 +63,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
             how: "host",
             problem: (!tally.failing_binaries.is_empty())
                 .then(|| format!("failing: {}", tally.failing_binaries.join(", "))),
+            failures: tally.failures.clone(),
             tally: Some(tally),
             elapsed: started.elapsed(),
         });
@@ -71,7 +74,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     for spec in &opts.kernels {
         let started = Instant::now();
         let row = match vm_run(root, spec, &manifest, opts) {
-            Ok((kernel, tally, problem)) => Row {
+            Ok((kernel, tally, problem, failures)) => Row {
                 kernel,
                 how: if opts.kvm {
                     "vm kvm"
@@ -83,6 +86,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
                 tally,
                 elapsed: started.elapsed(),
                 problem,
+                failures,
             },
             Err(e) => Row {
                 kernel: spec.clone(),
@@ -90,9 +94,17 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
                 tally: None,
                 elapsed: started.elapsed(),
                 problem: Some(format!("{e:#}")),
+                failures: Vec::new(),
             },
         };
         rows.push(row);
+    }
+    // The failures again, next to the table, where a truncated log still shows them.
+    for r in rows.iter().filter(|r| !r.failures.is_empty()) {
+        println!("\nfailed on {}:", r.kernel);
+        for line in &r.failures {
+            println!("  {line}");
+        }
     }
     print_table(&rows);
     let bad = rows
@@ -455,13 +467,11 @@ fn build_initramfs(root: &Path, manifest: &Manifest, path: &Path) -> Result<()> 
     cpio.finish()
 }
 
-/// Boots one kernel with the suite; returns (kernel label, tally, problem).
-fn vm_run(
-    root: &Path,
-    spec: &str,
-    manifest: &Manifest,
-    opts: &Options,
-) -> Result<(String, Option<Tally>, Option<String>)> {
+/// What one VM run gave: kernel label, tally, problem, the failed tests' output.
+type VmOutcome = (String, Option<Tally>, Option<String>, Vec<String>);
+
+/// Boots one kernel with the suite.
+fn vm_run(root: &Path, spec: &str, manifest: &Manifest, opts: &Options) -> Result<VmOutcome> {
     let (label, vmlinuz) = kernel_image(root, spec)?;
     let initrd = cache_dir(root).join("initramfs.cpio");
     build_initramfs(root, manifest, &initrd)?;
@@ -511,6 +521,7 @@ fn vm_run(
     let mut tally = None;
     let mut end = None;
     let mut problem = None;
+    let mut failures = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -519,6 +530,9 @@ fn vm_run(
                 let _ = writeln!(log, "{line}");
                 if line.contains("Kernel panic") && problem.is_none() {
                     problem = Some(format!("kernel panic: {}", line.trim()));
+                }
+                if let Some(rest) = line.split(FAILURE_MARKER).nth(1) {
+                    failures.push(rest.trim_start().to_string());
                 }
                 if let Some(t) = Tally::from_marker(&line) {
                     tally = Some(t);
@@ -550,5 +564,5 @@ fn vm_run(
             _ => None,
         };
     }
-    Ok((label, tally, problem))
+    Ok((label, tally, problem, failures))
 }

@@ -57,6 +57,21 @@ pub unsafe fn read_at<T>(base: *const u8, off: u32) -> Result<T, ReadError> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T) }.map_err(|e| e as ReadError)
 }
 
+/// Loads a `T` at byte offset `off` of `base`, a BTF-typed kernel pointer: a task iterator's
+/// task, or a pointer member loaded from one with this function. No helper call: LAYOUT
+/// lives in frozen read-only data, so the verifier knows `off` as a constant, checks it
+/// against the kernel's BTF (a member of that size must be there), and emits a fault-safe
+/// direct load (a NULL or stale pointer reads as zero instead of faulting).
+///
+/// Only for programs whose pointers the verifier types (the iterators); `off` must be a
+/// LAYOUT field, never a computed value.
+#[inline(always)]
+pub unsafe fn load_at<T: Copy>(base: *const u8, off: u32) -> T {
+    // SAFETY: the caller passes a BTF-typed pointer and a LAYOUT offset; the verifier checks
+    // the access against BTF and the kernel protects the load.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(off as usize) as *const T) }
+}
+
 impl Task {
     /// The task running this program.
     #[inline(always)]

@@ -1,6 +1,6 @@
 //! Escape reasons: how a tagged process slipped out of its service's ordinary control.
 
-use std::path::Path;
+use std::{borrow::Cow, path::Path};
 
 use bpfkill_common::{tag_flags, Tag};
 use procfs::process::Process;
@@ -38,9 +38,10 @@ impl Reason {
     }
 }
 
-/// What /proc says about a process, as far as escapes are concerned.
+/// What /proc says about a process, as far as escapes are concerned. Borrows its strings
+/// when built from a snapshot that outlives it (a listing of 10,000 processes copies none).
 #[derive(Debug, Clone, Default)]
-pub struct Facts {
+pub struct Facts<'a> {
     /// Parent PID.
     pub ppid: u32,
     /// Session id.
@@ -50,12 +51,12 @@ pub struct Facts {
     /// Its cgroup v2 id now.
     pub cgroup_id: Option<u64>,
     /// comm.
-    pub comm: String,
+    pub comm: Cow<'a, str>,
     /// Resolved exe.
-    pub exe: Option<String>,
+    pub exe: Option<Cow<'a, str>>,
 }
 
-impl Facts {
+impl Facts<'static> {
     /// Reads the facts of `pid`; None when it is gone.
     pub fn read(pid: u32, cgroup_v2: Option<&Path>) -> Option<Self> {
         let p = Process::new(pid as i32).ok()?;
@@ -68,8 +69,8 @@ impl Facts {
                 .ok()
                 .and_then(|ns| ns.0.get(std::ffi::OsStr::new("pid")).map(|n| n.identifier)),
             cgroup_id: cgroup_v2.and_then(|m| crate::cgroup::v2_id(pid, m)),
-            comm: stat.comm,
-            exe: p.exe().ok().map(|e| e.to_string_lossy().into_owned()),
+            comm: Cow::Owned(stat.comm),
+            exe: p.exe().ok().map(|e| Cow::Owned(e.to_string_lossy().into_owned())),
         })
     }
 }
@@ -78,12 +79,12 @@ impl Facts {
 /// each live creator (looked up by the caller).
 pub struct Context<'a> {
     /// Facts of the service's main process, when it is alive.
-    pub main: Option<&'a Facts>,
+    pub main: Option<&'a Facts<'a>>,
 }
 
 /// The escape reasons of a process with tag `tag` and facts `facts`; `creator` are the
 /// creator's facts when the creator is alive.
-pub fn reasons(tag: &Tag, facts: &Facts, creator: Option<&Facts>, ctx: &Context<'_>) -> Vec<Reason> {
+pub fn reasons(tag: &Tag, facts: &Facts<'_>, creator: Option<&Facts<'_>>, ctx: &Context<'_>) -> Vec<Reason> {
     let mut out = Vec::new();
     let forked = tag.flags & tag_flags::FORKED != 0;
     if forked && tag.creator_pid != facts.ppid {
@@ -103,9 +104,10 @@ pub fn reasons(tag: &Tag, facts: &Facts, creator: Option<&Facts>, ctx: &Context<
     if let Some(exe) = &facts.exe {
         let base = exe.rsplit('/').next().unwrap_or(exe);
         let base = base.strip_suffix(" (deleted)").unwrap_or(base);
-        // comm is the first 15 bytes of the basename unless the process renamed itself.
-        let expected: String = base.chars().take(15).collect();
-        if facts.comm != expected && !base.starts_with(&facts.comm) {
+        // comm is the first 15 characters of the basename unless the process renamed
+        // itself.
+        let expected = base.char_indices().nth(15).map_or(base, |(at, _)| &base[..at]);
+        if facts.comm != expected && !base.starts_with(&*facts.comm) {
             out.push(Reason::Renamed);
         }
     }
@@ -125,7 +127,7 @@ pub fn reasons(tag: &Tag, facts: &Facts, creator: Option<&Facts>, ctx: &Context<
 mod tests {
     use super::*;
 
-    fn facts(ppid: u32, sid: u32, comm: &str, exe: &str) -> Facts {
+    fn facts(ppid: u32, sid: u32, comm: &'static str, exe: &'static str) -> Facts<'static> {
         Facts {
             ppid,
             sid,

@@ -6,10 +6,12 @@
 //! bench`).
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     io::{self, Write},
     os::unix::fs::MetadataExt,
     path::Path,
+    sync::Arc,
 };
 
 use bpfkill_common::{tag_flags, Tag};
@@ -37,7 +39,7 @@ pub struct PsEntry {
     /// Whether that creator (the same process, not a reused number) is still alive.
     pub creator_alive: Option<bool>,
     /// Service name.
-    pub service: String,
+    pub service: Arc<str>,
     /// Start time in clock ticks since boot (field 22 of /proc/PID/stat).
     pub start_time: u64,
     /// Start time, RFC 3339 UTC.
@@ -47,15 +49,15 @@ pub struct PsEntry {
     /// comm.
     pub comm: String,
     /// Resolved /proc/PID/exe (null when unreadable).
-    pub exe: Option<String>,
+    pub exe: Option<Arc<str>>,
     /// The command line, arguments joined by spaces.
     pub cmdline: String,
-    /// State letter (R, S, D, T, Z, ...).
-    pub state: String,
+    /// State letter (R, S, D, T, Z, ...), a one-letter string in JSON.
+    pub state: char,
     /// Its cgroup v2 path now (null without cgroup v2).
-    pub cgroup: Option<String>,
+    pub cgroup: Option<Arc<str>>,
     /// The cgroup v2 path it was forked in (null when unknown or since removed).
-    pub cgroup_at_fork: Option<String>,
+    pub cgroup_at_fork: Option<Arc<str>>,
     /// Session id.
     pub sid: u32,
     /// Inode of its PID namespace.
@@ -83,8 +85,8 @@ pub struct Query<'a> {
 }
 
 /// cgroup v2 ids (directory inodes) to paths, for `cgroup_at_fork`.
-fn cgroup_paths(mount: &Path) -> HashMap<u64, String> {
-    fn walk(dir: &Path, rel: &str, out: &mut HashMap<u64, String>, depth: usize) {
+fn cgroup_paths(mount: &Path) -> HashMap<u64, Arc<str>> {
+    fn walk(dir: &Path, rel: &str, out: &mut HashMap<u64, Arc<str>>, depth: usize) {
         if let Ok(m) = std::fs::metadata(dir) {
             out.insert(m.ino(), if rel.is_empty() { "/".into() } else { rel.into() });
         }
@@ -117,14 +119,14 @@ fn rfc3339(unix_ns: u64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-fn facts(s: &Snapshot, cgroup_id: Option<u64>) -> escape::Facts {
+fn facts(s: &Snapshot, cgroup_id: Option<u64>) -> escape::Facts<'_> {
     escape::Facts {
         ppid: s.ppid,
         sid: s.sid,
         pidns: s.pidns,
         cgroup_id,
-        comm: s.comm.clone(),
-        exe: s.exe.clone(),
+        comm: Cow::Borrowed(&s.comm),
+        exe: s.exe.as_deref().map(Cow::Borrowed),
     }
 }
 
@@ -179,18 +181,19 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
     snaps.extend(snapshot::from_proc(&extra));
 
     let v2 = cgroup::v2_mount();
-    let cgroups: HashMap<u64, String> = match (&v2, tags.is_empty()) {
+    let cgroups: HashMap<u64, Arc<str>> = match (&v2, tags.is_empty()) {
         (Some(m), false) => cgroup_paths(m),
         _ => HashMap::new(),
     };
-    let ids: HashMap<&str, u64> = cgroups.iter().map(|(id, p)| (p.as_str(), *id)).collect();
+    let ids: HashMap<&str, u64> = cgroups.iter().map(|(id, p)| (&**p, *id)).collect();
     let cg_id = |s: &Snapshot| {
         s.cgroup_id
             .or_else(|| s.cgroup_path.as_deref().and_then(|p| ids.get(p).copied()))
     };
     let cg_path = |s: &Snapshot| {
         s.cgroup_path
-            .clone()
+            .as_deref()
+            .map(Arc::from)
             .or_else(|| s.cgroup_id.and_then(|id| cgroups.get(&id).cloned()))
     };
     let alive = |pid: u32, start_ns: u64| snaps.get(&pid).filter(|s| s.is(start_ns));
@@ -200,6 +203,10 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
             let s = alive(svc.record.main_pid, svc.record.main_start_ns)?;
             Some((svc.id, facts(s, cg_id(s))))
         })
+        .collect();
+    let names: HashMap<u32, Arc<str>> = services
+        .iter()
+        .map(|s| (s.id, Arc::from(s.name.as_str())))
         .collect();
     let ns_per_tick = identity::ns_per_tick();
     let boot_offset = boot_ns_to_unix_ns(0);
@@ -226,14 +233,17 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
             ppid: snap.ppid,
             creator_pid: forked.then_some(tag.creator_pid),
             creator_alive: forked.then_some(creator.is_some()),
-            service: svc.name.clone(),
+            service: names
+                .get(&svc.id)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(svc.name.as_str())),
             start_time: snap.start_ticks,
             started: rfc3339(boot_offset + snap.start_ticks * ns_per_tick),
             uid: snap.uid,
             comm: snap.comm.clone(),
             exe: snap.exe.clone(),
             cmdline: snap.cmdline.clone(),
-            state: snap.state.to_string(),
+            state: snap.state,
             cgroup: cg_path(snap),
             cgroup_at_fork: (forked && tag.cgroup_id != 0)
                 .then(|| cgroups.get(&tag.cgroup_id).cloned())
@@ -252,7 +262,11 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
             tag,
         })
     };
-    let out = in_parallel(&tags, 1024, |part| part.iter().filter_map(entry).collect());
+    let out = in_parallel(&tags, 1024, |part| {
+        let mut built = Vec::with_capacity(part.len());
+        built.extend(part.iter().filter_map(entry));
+        built
+    });
     tracing::debug!("ps: {} entries built by {:?}", out.len(), started.elapsed());
     Ok(out)
 }

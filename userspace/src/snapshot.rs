@@ -3,7 +3,7 @@
 //! cgroup, PID namespace and command line), or from /proc when the iterator is unavailable.
 //! Either way only `exe` needs one more system call per process.
 
-use std::{collections::HashMap, io::Read};
+use std::{collections::HashMap, io::Read, sync::Arc};
 
 use bpfkill_common::{programs, snapshot_flags, Tag, TaskSnapshot};
 
@@ -36,8 +36,8 @@ pub struct Snapshot {
     pub uid: Option<u32>,
     /// Arguments joined by spaces.
     pub cmdline: String,
-    /// Resolved /proc/PID/exe.
-    pub exe: Option<String>,
+    /// Resolved /proc/PID/exe (shared: thousands of workers run one binary).
+    pub exe: Option<Arc<str>>,
     /// cgroup v2 path (from /proc).
     pub cgroup_path: Option<String>,
     /// cgroup v2 id (from the kernel).
@@ -46,6 +46,9 @@ pub struct Snapshot {
     pub pidns: Option<u64>,
     /// The tag, when the kernel iterator reported it.
     pub tag: Option<Tag>,
+    /// The kernel's key for its executable (0: none or unknown), to resolve `exe` once per
+    /// binary.
+    exe_key: u64,
 }
 
 impl Snapshot {
@@ -69,7 +72,7 @@ pub(crate) fn in_parallel<T: Sync, R: Send>(
         return work(items);
     }
     let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|s| {
+    let parts: Vec<Vec<R>> = std::thread::scope(|s| {
         let work = &work;
         let handles: Vec<_> = items
             .chunks(chunk)
@@ -77,9 +80,14 @@ pub(crate) fn in_parallel<T: Sync, R: Send>(
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .map(|h| h.join().unwrap_or_default())
             .collect()
-    })
+    });
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for part in parts {
+        out.extend(part);
+    }
+    out
 }
 
 /// Runs `read` over `pids` on every CPU (one system call or ten per process), with one
@@ -93,18 +101,21 @@ fn parallel<T: Send>(pids: &[u32], read: impl Fn(u32, &mut Vec<u8>) -> Option<T>
     })
 }
 
-fn exe_of(pid: u32) -> Option<String> {
+fn exe_of(pid: u32) -> Option<Arc<str>> {
     rustix::fs::readlink(format!("/proc/{pid}/exe"), Vec::new())
         .ok()
-        .map(|l| l.to_string_lossy().into_owned())
+        .map(|l| Arc::from(l.to_string_lossy()))
 }
 
 fn join_args(raw: &[u8]) -> String {
-    raw.split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(String::from_utf8_lossy)
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut out = String::with_capacity(raw.len());
+    for arg in raw.split(|&b| b == 0).filter(|a| !a.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&String::from_utf8_lossy(arg));
+    }
+    out
 }
 
 /// Reads a small /proc file into `buf` with as few system calls as possible (open, one read
@@ -158,6 +169,7 @@ fn proc_snapshot(pid: u32, buf: &mut Vec<u8>) -> Option<Snapshot> {
         cgroup_id: None,
         pidns,
         tag: None,
+        exe_key: 0,
     })
 }
 
@@ -207,11 +219,12 @@ pub fn parse_records(data: &[u8]) -> Result<Vec<(TaskSnapshot, &[u8])>> {
     Ok(out)
 }
 
-/// Decoded iterator records, each with its command line.
-type Records = Vec<(TaskSnapshot, String)>;
+/// Snapshots by PID, in the order an iterator reported them.
+type Half = Vec<(u32, Snapshot)>;
 
-/// Runs one pinned task iterator and decodes its records (None when it is not pinned).
-fn read_half(pin: &std::path::Path) -> Result<Option<Records>> {
+/// Runs one pinned task iterator and decodes its records into snapshots, `exe` still
+/// unresolved (None when it is not pinned).
+fn read_half(pin: &std::path::Path) -> Result<Option<Half>> {
     let mut file = match std::fs::File::open(pin) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -220,7 +233,7 @@ fn read_half(pin: &std::path::Path) -> Result<Option<Records>> {
     let mut data = Vec::with_capacity(2 << 20);
     file.read_to_end(&mut data)
         .map_err(|e| Error::io(format!("read {}", pin.display()), e))?;
-    let records = parse_records(&data)?
+    let snaps = parse_records(&data)?
         .into_iter()
         .map(|(r, raw)| {
             let cmdline = if r.flags & snapshot_flags::CMDLINE_TRUNCATED != 0 {
@@ -231,10 +244,26 @@ fn read_half(pin: &std::path::Path) -> Result<Option<Records>> {
             } else {
                 join_args(raw)
             };
-            (r, cmdline)
+            let snap = Snapshot {
+                ppid: r.ppid,
+                sid: r.sid,
+                state: state_letter(r.state, r.exit_state),
+                start_ticks: identity::ns_to_ticks(r.start_ns),
+                comm: c_string(&r.comm),
+                dead: r.exit_state != 0 && r.live_threads == 0,
+                uid: Some(r.euid),
+                cmdline,
+                exe: None,
+                cgroup_path: None,
+                cgroup_id: Some(r.cgroup_id),
+                pidns: Some(u64::from(r.pidns)),
+                tag: Some(r.tag),
+                exe_key: r.exe_key,
+            };
+            (r.pid, snap)
         })
         .collect();
-    Ok(Some(records))
+    Ok(Some(snaps))
 }
 
 /// Snapshots of every live tagged process from the pinned task iterator, or None when it is
@@ -250,7 +279,7 @@ pub fn from_kernel(paths: &PinPaths) -> Result<Option<HashMap<u32, Snapshot>>> {
         }
     }
     // Both halves at once, one CPU each; each thread also decodes its records.
-    let halves: Vec<Result<Option<Records>>> = std::thread::scope(|s| {
+    let halves: Vec<Result<Option<Half>>> = std::thread::scope(|s| {
         let handles: Vec<_> = programs::SNAPSHOT
             .iter()
             .map(|(name, _)| {
@@ -266,52 +295,36 @@ pub fn from_kernel(paths: &PinPaths) -> Result<Option<HashMap<u32, Snapshot>>> {
             })
             .collect()
     });
-    let mut records = Vec::new();
+    let mut parts = Vec::with_capacity(halves.len());
     for half in halves {
         match half? {
-            Some(r) => records.extend(r),
+            Some(p) => parts.push(p),
             None => return Ok(None),
         }
     }
     // One readlink per distinct executable (10,000 workers of one daemon share one).
     let mut by_exe: HashMap<u64, u32> = HashMap::new();
     let mut unkeyed: Vec<u32> = Vec::new();
-    for (r, _) in &records {
-        match r.exe_key {
-            0 => unkeyed.push(r.pid),
+    for (pid, snap) in parts.iter().flatten() {
+        match snap.exe_key {
+            0 => unkeyed.push(*pid),
             key => {
-                by_exe.entry(key).or_insert(r.pid);
+                by_exe.entry(key).or_insert(*pid);
             }
         }
     }
     let mut to_read: Vec<u32> = by_exe.values().copied().chain(unkeyed).collect();
     to_read.sort_unstable();
-    let exes: HashMap<u32, String> = parallel(&to_read, |pid, _| exe_of(pid)).into_iter().collect();
+    let exes: HashMap<u32, Arc<str>> = parallel(&to_read, |pid, _| exe_of(pid)).into_iter().collect();
     tracing::debug!("{} executables resolved", exes.len());
-    let exe_for = |r: &TaskSnapshot| match r.exe_key {
-        0 => exes.get(&r.pid).cloned(),
-        key => by_exe.get(&key).and_then(|p| exes.get(p)).cloned(),
-    };
-    let mut out = HashMap::with_capacity(records.len());
-    for (r, cmdline) in records {
-        out.insert(
-            r.pid,
-            Snapshot {
-                ppid: r.ppid,
-                sid: r.sid,
-                state: state_letter(r.state, r.exit_state),
-                start_ticks: identity::ns_to_ticks(r.start_ns),
-                comm: c_string(&r.comm),
-                dead: r.exit_state != 0 && r.live_threads == 0,
-                uid: Some(r.euid),
-                cmdline,
-                exe: exe_for(&r),
-                cgroup_path: None,
-                cgroup_id: Some(r.cgroup_id),
-                pidns: Some(u64::from(r.pidns)),
-                tag: Some(r.tag),
-            },
-        );
+    let mut out = HashMap::with_capacity(parts.iter().map(Vec::len).sum());
+    for (pid, mut snap) in parts.into_iter().flatten() {
+        let reader = match snap.exe_key {
+            0 => pid,
+            key => by_exe.get(&key).copied().unwrap_or(pid),
+        };
+        snap.exe = exes.get(&reader).cloned();
+        out.insert(pid, snap);
     }
     Ok(Some(out))
 }

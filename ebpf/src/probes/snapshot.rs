@@ -16,7 +16,7 @@ use aya_ebpf::{
 use bpfkill_common::{snapshot_flags, TaskSnapshot, SNAPSHOT_CMDLINE_MAX};
 
 use crate::{
-    kernel::{layout, read_at, ReadError},
+    kernel::{layout, load_at, read_at, ReadError},
     maps::TAGS,
 };
 
@@ -63,9 +63,13 @@ fn try_snapshot(seq: *mut c_void, task: *const u8, parity: u32) -> Result<(), Re
     if layout!(task_thread_pid) == 0 {
         return Ok(());
     }
-    // SAFETY (every read_at below): bpf_probe_read_kernel copes with any address.
-    let pid: u32 = unsafe { read_at(task, layout!(task_pid)) }?;
-    let tgid: u32 = unsafe { read_at(task, layout!(task_tgid)) }?;
+    // SAFETY: task is the iterator's task (BTF-typed); the offsets are LAYOUT's.
+    let (pid, tgid): (u32, u32) = unsafe {
+        (
+            load_at(task, layout!(task_pid)),
+            load_at(task, layout!(task_tgid)),
+        )
+    };
     if pid != tgid || tgid & 1 != parity {
         return Ok(()); // a thread (the process is reported once, by its leader), or the other half
     }
@@ -122,35 +126,49 @@ fn write_cmdline(seq: *mut c_void, task: *const u8, start: u64, len: u32) {
     }
 }
 
+/// Fills in the process's facts. Fields reached through BTF-typed pointers are direct loads
+/// ([`load_at`]); what sits behind a computed offset (the task's own PID namespace level) or
+/// is kept as an opaque key (the exe file) goes through bpf_probe_read_kernel.
 fn fill(snap: &mut TaskSnapshot, task: *const u8) -> Result<(), ReadError> {
-    // SAFETY (every read_at): bpf_probe_read_kernel copes with any address.
+    // SAFETY (every load_at): task is the iterator's task and every other base a pointer
+    // member loaded from it, so all are BTF-typed; the offsets are LAYOUT's. NULL pointers
+    // read as zero.
     unsafe {
-        let parent: *const u8 = read_at(task, layout!(task_real_parent))?;
-        snap.ppid = read_at(parent, layout!(task_tgid))?;
-        snap.state = read_at(task, layout!(task_state))?;
-        snap.exit_state = read_at(task, layout!(task_exit_state))?;
-        snap.start_ns = read_at(task, layout!(task_start_boottime))?;
-        snap.comm = read_at(task, layout!(task_comm))?;
-        let cred: *const u8 = read_at(task, layout!(task_cred))?;
-        snap.euid = read_at(cred, layout!(cred_euid))?;
-        let signal: *const u8 = read_at(task, layout!(task_signal))?;
-        snap.live_threads = read_at(signal, layout!(signal_live))?;
-        let sid_pid: *const u8 = read_at(signal, layout!(signal_sid_pid))?;
+        let parent: *const u8 = load_at(task, layout!(task_real_parent));
+        snap.ppid = load_at(parent, layout!(task_tgid));
+        snap.state = load_at(task, layout!(task_state));
+        snap.exit_state = load_at(task, layout!(task_exit_state));
+        snap.start_ns = load_at(task, layout!(task_start_boottime));
+        snap.comm = load_at(task, layout!(task_comm));
+        let cred: *const u8 = load_at(task, layout!(task_cred));
+        snap.euid = load_at(cred, layout!(cred_euid));
+        let signal: *const u8 = load_at(task, layout!(task_signal));
+        snap.live_threads = load_at(signal, layout!(signal_live));
+        let sid_pid: *const u8 = load_at(signal, layout!(signal_sid_pid));
         if !sid_pid.is_null() {
             // upid numbers[0].nr: the number in the initial namespace.
-            snap.sid = read_at(sid_pid, layout!(pid_numbers))?;
+            snap.sid = load_at(sid_pid, layout!(pid_numbers));
         }
-        let css: *const u8 = read_at(task, layout!(task_cgroups))?;
-        let cgrp: *const u8 = read_at(css, layout!(css_set_dfl_cgrp))?;
-        let kn: *const u8 = read_at(cgrp, layout!(cgroup_kn))?;
-        snap.cgroup_id = read_at(kn, layout!(kernfs_node_id))?;
-        let tpid: *const u8 = read_at(task, layout!(task_thread_pid))?;
-        let level: u32 = read_at(tpid, layout!(pid_level))?;
-        let upid = layout!(pid_numbers) + (level & 31) * layout!(upid_size);
-        let ns: *const u8 = read_at(tpid, upid + layout!(upid_ns))?;
-        snap.pidns = read_at(ns, layout!(pidns_inum))?;
-        let mm: *const u8 = read_at(task, layout!(task_mm))?;
+        let css: *const u8 = load_at(task, layout!(task_cgroups));
+        let cgrp: *const u8 = load_at(css, layout!(css_set_dfl_cgrp));
+        let kn: *const u8 = load_at(cgrp, layout!(cgroup_kn));
+        snap.cgroup_id = load_at(kn, layout!(kernfs_node_id));
+        let tpid: *const u8 = load_at(task, layout!(task_thread_pid));
+        let level: u32 = load_at(tpid, layout!(pid_level));
+        snap.pidns = if level == 0 {
+            // The initial namespace's numbers[0]: a constant offset.
+            let ns: *const u8 = load_at(tpid, layout!(pid_numbers) + layout!(upid_ns));
+            load_at(ns, layout!(pidns_inum))
+        } else {
+            // numbers[level] is at a computed offset, which the verifier cannot check
+            // against BTF: read it with the helper.
+            let upid = layout!(pid_numbers) + (level & 31) * layout!(upid_size);
+            let ns: *const u8 = read_at(tpid, upid + layout!(upid_ns))?;
+            read_at(ns, layout!(pidns_inum))?
+        };
+        let mm: *const u8 = load_at(task, layout!(task_mm));
         if !mm.is_null() {
+            // Copied as a number (a key), not loaded as a typed pointer.
             snap.exe_key = read_at(mm, layout!(mm_exe_file)).unwrap_or(0);
         }
     }
@@ -159,24 +177,18 @@ fn fill(snap: &mut TaskSnapshot, task: *const u8) -> Result<(), ReadError> {
 
 /// Where the command line lives in the task's memory, and how much of it to copy.
 fn cmdline_area(task: *const u8, flags: &mut u32) -> (u64, u32) {
-    // SAFETY: bpf_probe_read_kernel copes with any address.
-    let mm: *const u8 = unsafe { read_at(task, layout!(task_mm)) }.unwrap_or(core::ptr::null());
+    // SAFETY: task is BTF-typed and mm a pointer member of it; NULL reads as zero.
+    let mm: *const u8 = unsafe { load_at(task, layout!(task_mm)) };
     if mm.is_null() {
         *flags |= snapshot_flags::NO_CMDLINE;
         return (0, 0);
     }
     // SAFETY: as above.
-    let (start, end): (u64, u64) = match unsafe {
+    let (start, end): (u64, u64) = unsafe {
         (
-            read_at(mm, layout!(mm_arg_start)),
-            read_at(mm, layout!(mm_arg_end)),
+            load_at(mm, layout!(mm_arg_start)),
+            load_at(mm, layout!(mm_arg_end)),
         )
-    } {
-        (Ok(s), Ok(e)) => (s, e),
-        _ => {
-            *flags |= snapshot_flags::NO_CMDLINE;
-            return (0, 0);
-        }
     };
     if end <= start {
         *flags |= snapshot_flags::NO_CMDLINE;

@@ -86,12 +86,14 @@ mod tests {
             pidfd: pidfd_open(Pid::from_raw(c.id() as i32).unwrap(), PidfdFlags::empty()).unwrap(),
         };
         let waitees = vec![open(&quick), open(&slow)];
+        // Reaped first, so that its exit does not race the timeout on a slow (emulated)
+        // machine; its pidfd, opened before, still reports the exit.
+        quick.wait().unwrap();
         let left = wait_all(waitees, Some(Duration::from_millis(300)));
         assert_eq!(left.iter().map(|w| w.pid).collect::<Vec<_>>(), vec![slow.id()]);
         slow.kill().unwrap();
-        let left = wait_all(left, Some(Duration::from_secs(10)));
+        let left = wait_all(left, Some(Duration::from_secs(60)));
         assert!(left.is_empty());
-        quick.wait().unwrap();
         slow.wait().unwrap();
     }
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bpfkill_tests::{
-    code, marker_survivors, or_skip, pids_hierarchy, poll_until, require_privileges, text, unique, wait_gone,
+    code, marker_survivors, or_skip, pids_hierarchy, poll_until, require_privileges, unique, wait_gone,
     Instance, TempCgroup,
 };
 
@@ -49,7 +49,15 @@ fn fork_bomb_in_a_pids_cgroup_leaves_no_survivors() {
     let t = Instant::now();
     let out = inst.run(["-s", "SIGKILL", "--service", &service, "--json"]);
     let elapsed = t.elapsed();
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The summary, not 2000 per-process lines, so that a failure's recap stays readable.
+    assert_eq!(
+        code(&out),
+        0,
+        "summary: {}; stderr: {}",
+        stdout.lines().last().unwrap_or(""),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Processes past their exit hook (untagged, finishing do_exit) must be gone shortly.
     let survivors: Vec<u32> = marker_survivors(&marker)
         .into_iter()
@@ -61,8 +69,7 @@ fn fork_bomb_in_a_pids_cgroup_leaves_no_survivors() {
         survivors.len(),
         &survivors[..survivors.len().min(5)]
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     eprintln!(
         "fork bomb: {} processes signalled in {elapsed:?}; {summary}",
         summary["processes"]

@@ -21,7 +21,7 @@ use crate::{
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0   every target was signalled
+  0   every target was signalled (by bpfkill, or by the kernel during a SIGKILL)
   1   nothing matched (no live process of the service, unknown service)
   2   some targets could not be signalled
   3   survivors remain after the timeout or retry schedule

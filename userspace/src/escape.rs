@@ -104,10 +104,10 @@ pub fn reasons(tag: &Tag, facts: &Facts<'_>, creator: Option<&Facts<'_>>, ctx: &
     if let Some(exe) = &facts.exe {
         let base = exe.rsplit('/').next().unwrap_or(exe);
         let base = base.strip_suffix(" (deleted)").unwrap_or(base);
-        // comm is the first 15 characters of the basename unless the process renamed
-        // itself.
-        let expected = base.char_indices().nth(15).map_or(base, |(at, _)| &base[..at]);
-        if facts.comm != expected && !base.starts_with(&*facts.comm) {
+        // comm is the first 15 bytes of the basename unless the process renamed itself (a
+        // cut through a multi-byte character shows as U+FFFD at its end).
+        let comm = facts.comm.trim_end_matches('\u{FFFD}');
+        if !base.starts_with(comm) {
             out.push(Reason::Renamed);
         }
     }
@@ -185,6 +185,9 @@ mod tests {
     fn long_names_are_not_renames() {
         let tag = Tag::default();
         let f = facts(1, 1, "a-very-long-pro", "/opt/a-very-long-program-name");
+        assert!(reasons(&tag, &f, None, &Context { main: None }).is_empty());
+        // 15 bytes cut "é" (2 bytes) in half.
+        let f = facts(1, 1, "abcdefghijklmn\u{FFFD}", "/usr/bin/abcdefghijklmnéx");
         assert!(reasons(&tag, &f, None, &Context { main: None }).is_empty());
     }
 }

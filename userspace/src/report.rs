@@ -182,7 +182,9 @@ impl KillReport {
     }
 
     /// Exit code: 3 survivors after waiting, 2 some could not be signalled, 1 nothing matched,
-    /// 0 every target signalled (and gone, when waiting).
+    /// 0 every target signalled (and gone, when waiting). Kills by the kernel during a SIGKILL
+    /// of the service count as signals: on a slow machine a fork bomb can be gone, killed
+    /// at its next system call, before bpfkill signals any process of it itself.
     pub fn exit_code(&self) -> u8 {
         if self.waited && self.survivors() > 0 {
             exit::SURVIVORS
@@ -194,7 +196,7 @@ impl KillReport {
             } else {
                 exit::NOTHING_MATCHED
             }
-        } else if self.signalled() == 0 {
+        } else if self.signalled() == 0 && self.kernel_kills == 0 {
             exit::NOTHING_MATCHED
         } else {
             exit::OK
@@ -307,5 +309,36 @@ impl KillReport {
         };
         serde_json::to_writer(&mut *out, &summary)?;
         writeln!(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gone(pid: u32) -> ProcessResult {
+        ProcessResult {
+            pid,
+            start_ticks: 1,
+            comm: None,
+            evidence: Evidence {
+                tag: true,
+                ..Evidence::default()
+            },
+            left_cgroup: false,
+            escape: Vec::new(),
+            signals: Vec::new(),
+            outcome: Outcome::Gone,
+            exited: None,
+        }
+    }
+
+    #[test]
+    fn kills_by_the_kernel_count_as_signals() {
+        let mut r = KillReport::new("svc", Signal::KILL);
+        r.results = vec![gone(10), gone(11)];
+        assert_eq!(r.exit_code(), exit::NOTHING_MATCHED, "all gone before any signal");
+        r.kernel_kills = 2;
+        assert_eq!(r.exit_code(), exit::OK, "the kernel killed them during the kill");
     }
 }

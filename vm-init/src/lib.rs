@@ -17,8 +17,10 @@ use std::{
 /// Prefixes the recap of failed tests' output that precedes the result marker, so that the
 /// reasons survive where only the end of a long log is kept.
 pub const FAILURE_MARKER: &str = "BPFKILL-FAILURE";
-/// At most this many recap lines per test binary.
-const RECAP_LINES: usize = 60;
+/// At most this many recap lines per test binary ...
+const RECAP_LINES: usize = 120;
+/// ... and per failed test.
+const RECAP_SECTION_LINES: usize = 20;
 /// The marker line a suite run ends with: `<RESULT_MARKER> passed=N failed=N skipped=N`.
 pub const RESULT_MARKER: &str = "BPFKILL-SUITE-RESULT";
 /// The line the VM's init prints last, followed by `ok` or `fail`.
@@ -136,23 +138,48 @@ enum Msg {
     Exited(std::io::Result<std::process::ExitStatus>),
 }
 
-/// Collects the sections libtest prints for failed tests: from `---- NAME stdout ----` up to
-/// the closing `failures:` list (the panic message and the test's own output).
+/// Collects the sections libtest prints for failed tests: in its `failures:` area, each
+/// `---- NAME stdout ----` section (the panic message and the test's own output) up to the
+/// closing `failures:` list. Passing tests' output (`successes:`, with `--show-output`) is
+/// left out.
 #[derive(Default)]
 struct Recap {
-    inside: bool,
+    /// Between the `failures:` header and the closing list.
+    in_failures: bool,
+    /// Inside one failed test's section.
+    in_section: bool,
+    /// Lines kept of the current section.
+    section_lines: usize,
     lines: Vec<String>,
 }
 
 impl Recap {
     fn see(&mut self, line: &str) {
-        if line.starts_with("---- ") && line.ends_with(" stdout ----") {
-            self.inside = true;
-        } else if line == "failures:" {
-            self.inside = false;
+        match line {
+            "failures:" => {
+                // The header opens the area; the list after the sections closes it.
+                self.in_failures = !self.in_section;
+                self.in_section = false;
+                return;
+            }
+            "successes:" => {
+                self.in_failures = false;
+                self.in_section = false;
+                return;
+            }
+            _ => {}
         }
-        if self.inside && self.lines.len() < RECAP_LINES && !line.trim().is_empty() {
+        if line.starts_with("---- ") && line.ends_with(" stdout ----") {
+            self.in_section = self.in_failures;
+            self.section_lines = 0;
+        }
+        if !self.in_section || line.trim().is_empty() || self.lines.len() >= RECAP_LINES {
+            return;
+        }
+        // A long message (a pretty-printed listing) is cut; where it panicked is kept.
+        if self.section_lines < RECAP_SECTION_LINES || line.contains(" panicked at ") {
             self.lines.push(line.to_string());
+            self.section_lines += 1;
         }
     }
 }
@@ -291,9 +318,16 @@ pub fn run(manifest: &Manifest, skip_log: &Path) -> Tally {
             }
         }
         tally.skips.extend(skips);
-        tally
-            .failures
-            .extend(recap.lines.into_iter().map(|l| format!("{}: {l}", bin.name)));
+        if tally.failing_binaries.last() == Some(&bin.name) {
+            if summary.is_none() {
+                recap
+                    .lines
+                    .push(format!("ended without a test summary: {status:?}"));
+            }
+            tally
+                .failures
+                .extend(recap.lines.into_iter().map(|l| format!("{}: {l}", bin.name)));
+        }
     }
     let _ = std::fs::remove_file(skip_log);
     tally.elapsed = started.elapsed();
@@ -310,6 +344,14 @@ mod tests {
         for line in [
             "test a ... ok",
             "test b ... FAILED",
+            "",
+            "successes:",
+            "",
+            "---- a stdout ----",
+            "output of a passing test",
+            "",
+            "successes:",
+            "    a",
             "",
             "failures:",
             "",

@@ -147,13 +147,10 @@ fn clone_with_clone_parent() {
 }
 
 fn procfs_ppid(pid: u32) -> u32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
+    let stat = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    stat.ppid as u32
 }
 
 #[test]

@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
-        Iter, RawTracePoint,
+        Iter, Program, ProgramError, RawTracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -218,6 +218,17 @@ pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
     Ok(LoadOutcome::Loaded { attached })
 }
 
+/// Program `name` of `ebpf`, as the program type `T` it must be.
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::Ebpf(format!("program {name} missing from the object")))?
+        .try_into()
+        .map_err(|e| ebpf_error(&format!("program {name}"), e))
+}
+
 /// Loads the sleepable task iterator behind `ps` and pins its link, whose every read runs it.
 fn attach_snapshot(
     ebpf: &mut Ebpf,
@@ -228,11 +239,7 @@ fn attach_snapshot(
 ) -> Result<()> {
     let pin = paths.link(name);
     let _ = fs::remove_file(&pin);
-    let program: &mut Iter = ebpf
-        .program_mut(name)
-        .ok_or_else(|| Error::Ebpf(format!("program {name} missing from the object")))?
-        .try_into()
-        .map_err(|e| ebpf_error(&format!("program {name}"), e))?;
+    let program: &mut Iter = program_mut(ebpf, name)?;
     program
         .load(iter_type, btf)
         .map_err(|e| ebpf_error(&format!("load {name}"), e))?;
@@ -257,11 +264,7 @@ fn load_and_attach<'a>(
     &'a mut RawTracePoint,
     aya::programs::raw_trace_point::RawTracePointLinkId,
 )> {
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| Error::Ebpf(format!("program {name} missing from the object")))?
-        .try_into()
-        .map_err(|e| ebpf_error(&format!("program {name}"), e))?;
+    let program: &mut RawTracePoint = program_mut(ebpf, name)?;
     program
         .load()
         .map_err(|e| ebpf_error(&format!("load {name}"), e))?;

@@ -1,5 +1,5 @@
 //! Builds the kernel programs (`../ebpf`) for `bpfel-unknown-none` and hands the object to
-//! `src/tracking.rs`, which embeds it. The BPF target needs Debian's rustc (it ships a prebuilt
+//! `src/tracking/load.rs`, which embeds it. The BPF target needs Debian's rustc (it ships a prebuilt
 //! `core` for it) and bpf-linker; `cargo xtask bootstrap` installs both.
 
 use std::{
@@ -8,7 +8,7 @@ use std::{
     process::Command,
 };
 
-const BOOTSTRAP_HINT: &str = "run `cargo xtask bootstrap` (or `bash scripts/bootstrap.sh`) to install it";
+const BOOTSTRAP_HINT: &str = "run `cargo xtask bootstrap` to install it";
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = env::var_os("PATH")

@@ -5,9 +5,19 @@
 //! ABI, so [`ABI_VERSION`] (part of the pin path) must be bumped with it.
 #![no_std]
 
+#[cfg(feature = "user")]
+extern crate std;
+
+#[cfg(feature = "user")]
+pub mod user;
+
 /// Version of the map/event layout. Pins live under `/sys/fs/bpf/bpfkill/v{ABI_VERSION}`, so
 /// a bpfkill built with another layout never adopts incompatible maps.
 pub const ABI_VERSION: u32 = 2;
+
+/// SIGKILL's number: the one signal the kernel programs send, and the one userspace treats
+/// specially (doom mode).
+pub const SIGKILL: u32 = 9;
 
 /// Longest service name, including the terminating NUL padding.
 pub const SERVICE_NAME_LEN: usize = 64;
@@ -359,22 +369,4 @@ pub struct TaskSnapshot {
     /// Identity of its executable (`mm->exe_file`, as an opaque key): processes with the same
     /// key run the same file, so userspace resolves each path once. 0 when unknown.
     pub exe_key: u64,
-}
-
-#[cfg(feature = "user")]
-mod pod {
-    // SAFETY: all of these are #[repr(C)] structs of integers and byte arrays, with no
-    // implicit padding (fields are laid out in 8-byte groups).
-    unsafe impl aya::Pod for super::Tag {}
-    unsafe impl aya::Pod for super::ServiceRecord {}
-    unsafe impl aya::Pod for super::Event {}
-    unsafe impl aya::Pod for super::KernelLayout {}
-    unsafe impl aya::Pod for super::Ghost {}
-    unsafe impl aya::Pod for super::TaskSnapshot {}
-}
-
-/// Returns the service name stored in a NUL-padded buffer.
-pub fn name_bytes(buf: &[u8; SERVICE_NAME_LEN]) -> &[u8] {
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(SERVICE_NAME_LEN);
-    &buf[..end]
 }

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use bpfkill_common::{
-    stat, tag_flags, Event, Ghost, KernelLayout, ServiceRecord, Tag, DEFAULT_MAX_TAGS, EVENTS_BYTES,
-    MAX_GHOSTS, MAX_SERVICES,
+    stat, tag_flags, Ghost, KernelLayout, ServiceRecord, Tag, DEFAULT_MAX_TAGS, EVENTS_BYTES, MAX_GHOSTS,
+    MAX_SERVICES,
 };
 
 /// Every live tagged process, keyed by tgid. Userspace may resize it at load time.
@@ -44,19 +44,6 @@ pub fn count(idx: u32) {
     if let Some(p) = STATS.get_ptr_mut(idx) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *p += 1 };
-    }
-}
-
-/// Reserves an event record in the ring buffer, zeroes the variable parts and fills the
-/// common header; counts a loss when the buffer is full.
-#[inline(always)]
-pub fn reserve_event() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<Event>> {
-    match EVENTS.reserve::<Event>(0) {
-        Some(e) => Some(e),
-        None => {
-            count(stat::EVENTS_LOST);
-            None
-        }
     }
 }
 

@@ -114,7 +114,7 @@ fn spawn_at_pid(pid: u32, old_start_ticks: u64) -> Option<Tree> {
         let mut cmd = Command::new(bpfkill_tests::forker_bin());
         cmd.arg("forker");
         let tree = Tree::spawn(cmd);
-        if tree.pid("pid") == pid && bpfkill::identity::start_ticks(pid) != Some(old_start_ticks) {
+        if tree.pid("pid") == pid && bpfkill::sys::procs::start_ticks(pid) != Some(old_start_ticks) {
             return Some(tree);
         }
     }
@@ -138,7 +138,7 @@ fn recycled_pid_number_is_not_signalled() {
     tree.child.wait().unwrap();
     tree.pids.clear();
     assert!(tracking.tag(pid).is_none(), "exit must remove the tag");
-    let Some(mut stranger) = spawn_at_pid(pid, bpfkill::identity::ns_to_ticks(old_tag.start_ns)) else {
+    let Some(mut stranger) = spawn_at_pid(pid, bpfkill::sys::clock::ns_to_ticks(old_tag.start_ns)) else {
         bpfkill_tests::skip(&format!("could not get PID {pid} reused (busy machine)"));
         return;
     };
@@ -154,7 +154,7 @@ fn recycled_pid_number_is_not_signalled() {
     // Nor does the kernel trust the stale tag: the stranger's children are not tagged.
     let before = inst.status().1["counters"]["stale_creator"].as_u64().unwrap();
     let child = stranger.fork_child();
-    assert!(bpfkill::identity::stat(child).is_some());
+    assert!(bpfkill::sys::procs::stat(child).is_some());
     assert!(
         tracking.tag(child).is_none(),
         "child of a recycled PID was tagged"

@@ -143,7 +143,9 @@ fn clone_with_clone_parent() {
         decoy.pid("pid"),
     );
     // It was our child: reap it.
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(escapee as i32), None);
+    if let Some(pid) = rustix::process::Pid::from_raw(escapee as i32) {
+        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+    }
 }
 
 fn procfs_ppid(pid: u32) -> u32 {

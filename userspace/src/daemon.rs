@@ -1,6 +1,6 @@
 //! `bpfkill daemon`: load the tracking programs (or adopt the pinned ones), then consume the
 //! event ring buffer until SIGTERM/SIGINT, writing every fork/exec/exit of a tracked process
-//! to the history journal (see [`crate::journal`]) and logging it. Stopping the daemon keeps
+//! to the history journal (see [`crate::forensics::journal`]) and logging it. Stopping the daemon keeps
 //! tracking pinned.
 
 use std::collections::HashMap;
@@ -12,10 +12,14 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::{
     error::{Error, Result},
-    events::{self, Kind, TrackedEvent},
-    journal::{self, JournalConfig, Record},
-    service,
-    tracking::{self, PinPaths, Tracking},
+    forensics::journal::{self, JournalConfig, Record},
+    lineage::registry,
+    sys::clock,
+    tracking::{
+        self,
+        events::{self, Kind, TrackedEvent},
+        PinPaths, Tracking,
+    },
 };
 
 /// How the daemon runs.
@@ -127,7 +131,7 @@ fn note_losses(tracking: &Tracking, seen: &mut u64, writer: Option<&mut journal:
 /// The journal record of an event; for an exec, argv is read from /proc while the process
 /// still runs the new image (best effort: it may already have exited or exec'd again).
 fn record_of(ev: &TrackedEvent, service: &str) -> Record {
-    let mut rec = Record::from_event(ev, service, journal::wall_time_of_boot_ns(ev.time_ns));
+    let mut rec = Record::from_event(ev, service, clock::boot_to_wall(ev.time_ns));
     if ev.kind == Kind::Exec {
         rec.argv = procfs::process::Process::new(ev.pid as i32)
             .and_then(|p| p.cmdline())
@@ -147,7 +151,7 @@ impl Names {
         if let Some(n) = self.0.get(&id) {
             return n.clone();
         }
-        match service::list(tracking).into_iter().find(|s| s.id == id) {
+        match registry::list(tracking).into_iter().find(|s| s.id == id) {
             Some(s) => {
                 self.0.insert(id, s.name.clone());
                 s.name

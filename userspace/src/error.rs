@@ -1,30 +1,8 @@
-//! Library errors and the stable exit codes they map to.
+//! The library's error type. Every variant says what kind of failure it is, so the CLI maps
+//! each to an exit code by its type alone (see the binary's `cli/exit.rs`); no error is ever
+//! classified by its message text.
 
 use std::{io, path::PathBuf};
-
-/// Stable exit codes (documented in `--help` and README).
-pub mod exit {
-    /// Every target was signalled (and is gone, when waiting was asked for).
-    pub const OK: u8 = 0;
-    /// Nothing matched: no live process of the service or PID.
-    pub const NOTHING_MATCHED: u8 = 1;
-    /// Some targets could not be signalled.
-    pub const PARTIAL: u8 = 2;
-    /// Survivors remain after the timeout or retry schedule.
-    pub const SURVIVORS: u8 = 3;
-    /// Bad command line or input.
-    pub const USAGE: u8 = 64;
-    /// Tracking is not loaded.
-    pub const NOT_LOADED: u8 = 69;
-    /// Internal or operating-system failure.
-    pub const SOFTWARE: u8 = 70;
-    /// Not permitted (bpfkill needs root).
-    pub const NO_PERMISSION: u8 = 77;
-    /// `run`: the command could not be executed (as in shells).
-    pub const CANNOT_EXECUTE: u8 = 126;
-    /// `run`: the command was not found (as in shells).
-    pub const NOT_FOUND: u8 = 127;
-}
 
 /// Errors from the bpfkill library.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +41,7 @@ pub enum Error {
         source: io::Error,
     },
     /// A BPF map operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", chain(.source))]
     Map {
         /// What was being done.
         context: String,
@@ -71,6 +49,18 @@ pub enum Error {
         #[source]
         source: aya::maps::MapError,
     },
+    /// Loading, attaching or pinning the kernel programs failed.
+    #[error("{context}: {}", chain(.source.as_ref()))]
+    Ebpf {
+        /// What was being done.
+        context: String,
+        /// aya's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The embedded kernel object, or data the kernel wrote, is not what this build expects.
+    #[error("{0}")]
+    Object(String),
     /// `run` could not exec its command.
     #[error("cannot run {program}: {source}")]
     Exec {
@@ -80,47 +70,87 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Loading or attaching the kernel programs failed.
-    #[error("{0}")]
-    Ebpf(String),
+}
+
+/// An error and its causes, joined by `: ` (aya nests the errno under its own error).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// True when the error or one of its causes is EPERM or EACCES from the kernel.
+fn denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 impl Error {
     /// Wraps an I/O error with what was being done; EPERM/EACCES become [`Error::Permission`].
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         let context = context.into();
-        match source.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => Error::Permission(context),
-            _ => Error::Io { context, source },
+        if denied(&source) {
+            return Error::Permission(context);
         }
+        Error::Io { context, source }
     }
 
-    /// Wraps a map error with what was being done.
+    /// Wraps a map error with what was being done; EPERM/EACCES become [`Error::Permission`].
     pub fn map(context: impl Into<String>, source: aya::maps::MapError) -> Self {
         let context = context.into();
-        if let aya::maps::MapError::SyscallError(e) = &source {
-            if matches!(e.io_error.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
-                return Error::Permission(context);
-            }
+        if denied(&source) {
+            return Error::Permission(context);
         }
         Error::Map { context, source }
     }
 
-    /// The exit code this error maps to.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::NotLoaded(_) => exit::NOT_LOADED,
-            Error::Usage(_) | Error::Refused(_) => exit::USAGE,
-            Error::UnknownService(_) | Error::NoSuchProcess(_) | Error::NotTracked(_) => {
-                exit::NOTHING_MATCHED
-            }
-            Error::Permission(_) => exit::NO_PERMISSION,
-            Error::Exec { source, .. } if source.kind() == io::ErrorKind::NotFound => exit::NOT_FOUND,
-            Error::Exec { .. } => exit::CANNOT_EXECUTE,
-            Error::Unsupported(_) | Error::Io { .. } | Error::Map { .. } | Error::Ebpf(_) => exit::SOFTWARE,
+    /// Wraps an error of aya's loader or programs; EPERM/EACCES anywhere in its causes become
+    /// [`Error::Permission`].
+    pub fn ebpf(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let context = context.into();
+        if denied(&source) {
+            return Error::Permission(context);
+        }
+        Error::Ebpf {
+            context,
+            source: Box::new(source),
         }
     }
 }
 
 /// Result with the library error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] io::Error);
+
+    #[test]
+    fn permission_is_found_among_the_causes() {
+        let e = Error::ebpf("load", Outer(io::Error::from_raw_os_error(libc::EPERM)));
+        assert!(matches!(e, Error::Permission(_)), "{e:?}");
+        let e = Error::ebpf("load", Outer(io::Error::from_raw_os_error(libc::EINVAL)));
+        assert!(matches!(e, Error::Ebpf { .. }));
+        assert!(e.to_string().starts_with("load: outer: "), "{e}");
+    }
+}

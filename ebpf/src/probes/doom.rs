@@ -9,24 +9,16 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use bpfkill_common::stat;
+use bpfkill_common::{stat, SIGKILL};
 
 use crate::{
     kernel::{is_tagged_start, ReadError, Task, LAYOUT},
     maps::{count, is_doomed, TAGS},
 };
 
-const SIGKILL: u32 = 9;
-
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn bpfkill_doom(_ctx: RawTracePointContext) -> i32 {
-    match try_doom() {
-        Ok(()) => 0,
-        Err(_) => {
-            count(stat::READ_ERRORS);
-            0
-        }
-    }
+    super::finish(try_doom())
 }
 
 fn try_doom() -> Result<(), ReadError> {

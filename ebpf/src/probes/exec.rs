@@ -2,28 +2,21 @@
 //! a tagged process ran a new binary. It keeps its tag; the exec is counted and reported.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-    },
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 use bpfkill_common::{event_kind, stat, tag_flags};
 
 use crate::{
-    kernel::{read_bprm_filename, ReadError, Task, LAYOUT},
-    maps::{count, reserve_event, TAGS},
+    event::{emit, EventInfo},
+    kernel::{ReadError, Task, LAYOUT},
+    maps::{count, TAGS},
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn bpfkill_exec(ctx: RawTracePointContext) -> i32 {
-    match try_exec(&ctx) {
-        Ok(()) => 0,
-        Err(_) => {
-            count(stat::READ_ERRORS);
-            0
-        }
-    }
+    super::finish(try_exec(&ctx))
 }
 
 fn try_exec(ctx: &RawTracePointContext) -> Result<(), ReadError> {
@@ -44,31 +37,17 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     };
     count(stat::EXECS);
 
-    let Some(mut entry) = reserve_event() else {
-        return Ok(());
+    let info = EventInfo {
+        kind: event_kind::EXEC,
+        pid,
+        creator_pid,
+        service_id,
+        exit_status: 0,
+        time_ns: unsafe { bpf_ktime_get_boot_ns() },
+        start_ns,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        clone_flags: 0,
     };
-    let ev = entry.as_mut_ptr();
-    let ppid = Task::current()
-        .real_parent(&layout)
-        .and_then(|p| p.tgid(&layout))
-        .unwrap_or(0);
-    // SAFETY: `ev` points at a reserved, exclusively owned record.
-    unsafe {
-        (*ev).kind = event_kind::EXEC;
-        (*ev).pid = pid;
-        (*ev).ppid = ppid;
-        (*ev).creator_pid = creator_pid;
-        (*ev).service_id = service_id;
-        (*ev).exit_status = 0;
-        (*ev).time_ns = bpf_ktime_get_boot_ns();
-        (*ev).start_ns = start_ns;
-        (*ev).cgroup_id = bpf_get_current_cgroup_id();
-        (*ev).clone_flags = 0;
-        (*ev).comm = bpf_get_current_comm().unwrap_or_default();
-        if read_bprm_filename(ctx.arg::<*const u8>(2), &layout, &mut (*ev).filename).is_err() {
-            (*ev).filename[0] = 0;
-        }
-    }
-    entry.submit(0);
+    emit(Task::current(), &layout, &info, Some(ctx.arg::<*const u8>(2)));
     Ok(())
 }

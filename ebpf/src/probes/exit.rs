@@ -3,28 +3,21 @@
 //! the tag is removed when the thread group's live count reaches zero.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-    },
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 use bpfkill_common::{event_kind, stat, Ghost};
 
 use crate::{
+    event::{emit, EventInfo},
     kernel::{ReadError, Task, LAYOUT},
-    maps::{count, reserve_event, GHOSTS, TAGS},
+    maps::{count, GHOSTS, TAGS},
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn bpfkill_exit(ctx: RawTracePointContext) -> i32 {
-    match try_exit(&ctx) {
-        Ok(()) => 0,
-        Err(_) => {
-            count(stat::READ_ERRORS);
-            0
-        }
-    }
+    super::finish(try_exit(&ctx))
 }
 
 fn try_exit(ctx: &RawTracePointContext) -> Result<(), ReadError> {
@@ -65,29 +58,17 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     // Best effort: the LRU map evicts old ghosts rather than failing.
     let _ = GHOSTS.insert(&pid, &ghost, 0);
 
-    let Some(mut entry) = reserve_event() else {
-        return Ok(());
+    let info = EventInfo {
+        kind: event_kind::EXIT,
+        pid,
+        creator_pid: tag.creator_pid,
+        service_id: tag.service_id,
+        exit_status: status,
+        time_ns: now,
+        start_ns: tag.start_ns,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        clone_flags: 0,
     };
-    let ev = entry.as_mut_ptr();
-    let ppid = task
-        .real_parent(&layout)
-        .and_then(|p| p.tgid(&layout))
-        .unwrap_or(0);
-    // SAFETY: `ev` points at a reserved, exclusively owned record.
-    unsafe {
-        (*ev).kind = event_kind::EXIT;
-        (*ev).pid = pid;
-        (*ev).ppid = ppid;
-        (*ev).creator_pid = tag.creator_pid;
-        (*ev).service_id = tag.service_id;
-        (*ev).exit_status = status;
-        (*ev).time_ns = now;
-        (*ev).start_ns = tag.start_ns;
-        (*ev).cgroup_id = bpf_get_current_cgroup_id();
-        (*ev).clone_flags = 0;
-        (*ev).comm = bpf_get_current_comm().unwrap_or_default();
-        (*ev).filename[0] = 0;
-    }
-    entry.submit(0);
+    emit(task, &layout, &info, None);
     Ok(())
 }

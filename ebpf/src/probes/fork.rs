@@ -10,26 +10,20 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use bpfkill_common::{event_kind, stat, tag_flags, Tag};
+use bpfkill_common::{event_kind, stat, tag_flags, Tag, SIGKILL};
 
 use crate::{
+    event::{emit, EventInfo},
     kernel::{is_tagged_start, ReadError, Task, LAYOUT},
-    maps::{count, is_doomed, reserve_event, TAGS},
+    maps::{count, is_doomed, TAGS},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const CLONE_PARENT: u64 = 0x0000_8000;
-const SIGKILL: u32 = 9;
 
 #[raw_tracepoint(tracepoint = "task_newtask")]
 pub fn bpfkill_fork(ctx: RawTracePointContext) -> i32 {
-    match try_fork(&ctx) {
-        Ok(()) => 0,
-        Err(_) => {
-            count(stat::READ_ERRORS);
-            0
-        }
-    }
+    super::finish(try_fork(&ctx))
 }
 
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
@@ -90,28 +84,17 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     }
     count(stat::FORKS_TAGGED);
 
-    if let Some(mut entry) = reserve_event() {
-        let ppid = child
-            .real_parent(&layout)
-            .and_then(|p| p.tgid(&layout))
-            .unwrap_or(0);
-        let ev = entry.as_mut_ptr();
-        // SAFETY: `ev` points at a reserved, exclusively owned record.
-        unsafe {
-            (*ev).kind = event_kind::FORK;
-            (*ev).pid = pid;
-            (*ev).ppid = ppid;
-            (*ev).creator_pid = creator;
-            (*ev).service_id = creator_tag.service_id;
-            (*ev).exit_status = 0;
-            (*ev).time_ns = now;
-            (*ev).start_ns = start_ns;
-            (*ev).cgroup_id = cgroup_id;
-            (*ev).clone_flags = clone_flags;
-            (*ev).comm = bpf_get_current_comm().unwrap_or_default();
-            (*ev).filename[0] = 0;
-        }
-        entry.submit(0);
-    }
+    let info = EventInfo {
+        kind: event_kind::FORK,
+        pid,
+        creator_pid: creator,
+        service_id: creator_tag.service_id,
+        exit_status: 0,
+        time_ns: now,
+        start_ns,
+        cgroup_id,
+        clone_flags,
+    };
+    emit(child, &layout, &info, None);
     Ok(())
 }

@@ -1,0 +1,274 @@
+//! The command line's definition (clap): the bare kill form, its options, and one variant per
+//! command. Parsing helpers for values clap does not know live here too.
+
+use std::{ffi::OsString, path::PathBuf};
+
+use bpfkill::{
+    kill::{
+        candidates::Whom,
+        resolve::Target,
+        schedule::{self, Schedule},
+    },
+    sys::{pidfile::PidSource, signal::Signal},
+    tracking,
+};
+use clap::{
+    builder::{PossibleValuesParser, TypedValueParser},
+    ArgAction, Args, Parser, Subcommand,
+};
+
+use super::exit;
+
+/// Kill a service and every process it ever spawned, tracked in the kernel with eBPF.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bpfkill",
+    version,
+    after_help = exit::HELP,
+    args_conflicts_with_subcommands = true,
+    override_usage = "bpfkill [-s SIGNAL] (--service NAME | --pid PID | --pidfile FILE) [OPTIONS]\n       bpfkill <COMMAND> [ARGS]"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub kill: KillArgs,
+
+    /// List signal names and numbers.
+    #[arg(short = 'l', long = "list-signals")]
+    pub list_signals: bool,
+
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+fn parse_signal(s: &str) -> Result<Signal, String> {
+    s.parse::<Signal>().map_err(|e| e.to_string())
+}
+
+fn parse_whom(s: &str) -> Result<Whom, String> {
+    s.parse::<Whom>().map_err(|e| e.to_string())
+}
+
+/// Options of the kill (the default action, and `bpfkill kill`).
+#[derive(Debug, Args, Clone)]
+pub struct KillArgs {
+    /// Signal to send: SIGKILL, KILL, kill, 9, SIGRTMIN+3, RTMIN+3 ...
+    #[arg(short = 's', long = "signal", value_name = "SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
+    pub signal: Signal,
+
+    /// Service whose processes to signal.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["pid", "pidfile"])]
+    pub service: Option<String>,
+
+    /// A tracked process: signal it and its tagged descendants.
+    #[arg(long, value_name = "PID", conflicts_with = "pidfile")]
+    pub pid: Option<u32>,
+
+    /// Read the tracked process's PID from a pidfile (root-owned, not group/world-writable).
+    #[arg(long, value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Which processes: the main one, all, or only those that escaped.
+    #[arg(
+        long = "kill-whom",
+        visible_alias = "kill-who",
+        default_value = "all",
+        value_parser = PossibleValuesParser::new(Whom::NAMES).try_map(|s| parse_whom(&s))
+    )]
+    pub whom: Whom,
+
+    /// A cgroup dedicated to the service, as extra evidence (never a shared or root cgroup).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Print what would be signalled, with each process's evidence; signal nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Block until every signalled process is gone.
+    #[arg(long, conflicts_with_all = ["timeout", "retry"])]
+    pub wait: bool,
+
+    /// Send the signal, wait this long (10s, 500ms), then SIGKILL the survivors.
+    #[arg(long, value_name = "DURATION", conflicts_with = "retry")]
+    pub timeout: Option<String>,
+
+    /// start-stop-daemon style schedule: TERM/30/KILL/5 (signal/seconds/...; `forever` repeats).
+    #[arg(long, value_name = "SCHEDULE")]
+    pub retry: Option<String>,
+
+    /// One JSON object per process, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl KillArgs {
+    /// What the options name, if anything.
+    pub fn target(&self) -> Option<Target> {
+        match (&self.service, self.pid, &self.pidfile) {
+            (Some(s), _, _) => Some(Target::Service(s.clone())),
+            (_, Some(p), _) => Some(Target::Process(PidSource::Pid(p))),
+            (_, _, Some(f)) => Some(Target::Process(PidSource::Pidfile(f.clone()))),
+            _ => None,
+        }
+    }
+
+    /// The escalation schedule the options ask for.
+    pub fn schedule(&self) -> bpfkill::Result<Schedule> {
+        Ok(if let Some(r) = &self.retry {
+            Schedule::parse_retry(r, self.signal)?
+        } else if let Some(t) = &self.timeout {
+            Schedule::timeout(self.signal, schedule::parse_duration(t)?)
+        } else if self.wait {
+            Schedule::wait_forever(self.signal)
+        } else {
+            Schedule::once(self.signal)
+        })
+    }
+}
+
+/// Options of a fresh load.
+#[derive(Debug, Args, Clone)]
+pub struct LoadArgs {
+    /// Capacity of the tag map (processes tracked at once); fixed when the map is created.
+    #[arg(long, value_name = "N", default_value_t = bpfkill_common::DEFAULT_MAX_TAGS)]
+    pub max_tags: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct JournalArgs {
+    /// Directory of the history journal.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "BPFKILL_JOURNAL_DIR",
+        default_value = "/var/lib/bpfkill"
+    )]
+    pub journal_dir: PathBuf,
+}
+
+/// Parses a size such as `4096`, `512KiB`, `16MiB` or `1GiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {text:?}"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {text:?}: use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult)
+        .filter(|&v| v >= 4096)
+        .ok_or_else(|| format!("invalid size {text:?}: at least 4096 bytes"))
+}
+
+impl LoadArgs {
+    /// The library's load options.
+    pub fn options(&self) -> tracking::LoadOptions {
+        tracking::LoadOptions {
+            max_tags: self.max_tags,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Signal every live process of a service (same as the bare form).
+    Kill(KillArgs),
+    /// Register a service, tag this process as its main process, and exec COMMAND.
+    Run {
+        /// Service name.
+        #[arg(long, value_name = "NAME")]
+        service: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+    /// Adopt a running process and its current descendants into a service.
+    Track {
+        /// Service name.
+        #[arg(long, value_name = "NAME")]
+        service: String,
+        /// The process to adopt.
+        #[arg(
+            long,
+            value_name = "PID",
+            required_unless_present = "pidfile",
+            conflicts_with = "pidfile"
+        )]
+        pid: Option<u32>,
+        /// Read the PID from a pidfile (root-owned, not group/world-writable).
+        #[arg(long, value_name = "FILE")]
+        pidfile: Option<PathBuf>,
+    },
+    /// List the live tagged processes of a service.
+    Ps {
+        /// Service name (all services when omitted).
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// Draw the lineage as a tree, from the recorded creators (not from ppid).
+        #[arg(long, conflicts_with = "json")]
+        tree: bool,
+        /// Only processes that escaped (with their reasons).
+        #[arg(long)]
+        escaped: bool,
+        /// Print a JSON array (field names are stable; see README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show whether tracking is live, the kernel layout, services and drop counters.
+    /// Exits 0 only when tracking is live.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load (or adopt) tracking and consume its events in the foreground, writing them to the
+    /// history journal.
+    Daemon {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        journal: JournalArgs,
+        /// Maximum size of the active journal file before it is rotated.
+        #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_size)]
+        journal_max_size: u64,
+        /// Rotated journal files to keep.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        journal_keep: usize,
+        /// Do not write the journal (events are only logged).
+        #[arg(long)]
+        no_journal: bool,
+    },
+    /// Show the history of tracked processes (fork, exec, exit; exited ones included) from the
+    /// journal the daemon writes.
+    Log {
+        /// Only this service.
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// Only events of this process.
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
+        /// Only events since then: a duration back from now (1h, 30min) or an RFC 3339 time.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// One JSON object per line (fields are stable; see README).
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new events as they are written.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        journal: JournalArgs,
+    },
+    /// Load and pin tracking, then exit (tracking stays live).
+    Load(LoadArgs),
+    /// Detach the programs and remove every pin.
+    Unload,
+}

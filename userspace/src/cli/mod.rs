@@ -1,0 +1,117 @@
+//! The command line: clap definitions ([`args`]), one file per command, and the one mapping
+//! from errors and verdicts to exit codes ([`exit`]). Binary only: the library has no clap,
+//! anyhow or tracing-subscriber.
+
+mod args;
+mod daemon;
+pub mod exit;
+mod kill;
+mod load;
+mod log;
+mod ps;
+mod run;
+mod status;
+mod track;
+
+use std::io::Write;
+
+use bpfkill::{sys::signal::Signal, tracking::PinPaths};
+use clap::Parser;
+
+use self::args::{Cli, Command};
+
+/// Parses the command line and runs it; returns the exit code.
+pub fn main() -> anyhow::Result<u8> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            eprintln!("bpfkill: {} (see --help)", one_line(&e));
+            return Ok(exit::USAGE);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return Ok(exit::OK);
+        }
+    };
+    init_logging(cli.verbose, matches!(cli.command, Some(Command::Daemon { .. })));
+    let paths = PinPaths::from_env();
+    let mut stdout = std::io::stdout().lock();
+
+    if cli.list_signals {
+        for sig in Signal::all() {
+            writeln!(stdout, "{:>2} {}", sig.number(), sig.name())?;
+        }
+        return Ok(exit::OK);
+    }
+    match cli.command {
+        None => kill::run(&paths, &cli.kill, &mut stdout),
+        Some(Command::Kill(args)) => kill::run(&paths, &args, &mut stdout),
+        Some(Command::Run { service, command }) => run::run(&paths, &service, &command),
+        Some(Command::Track {
+            service,
+            pid,
+            pidfile,
+        }) => track::run(&paths, &service, pid, pidfile, &mut stdout),
+        Some(Command::Ps {
+            service,
+            tree,
+            escaped,
+            json,
+        }) => ps::run(&paths, service.as_deref(), tree, escaped, json, &mut stdout),
+        Some(Command::Status { json }) => status::run(&paths, json, &mut stdout),
+        Some(Command::Daemon {
+            load,
+            journal,
+            journal_max_size,
+            journal_keep,
+            no_journal,
+        }) => daemon::run(&paths, &load, journal, journal_max_size, journal_keep, no_journal),
+        Some(Command::Log {
+            service,
+            pid,
+            since,
+            json,
+            follow,
+            journal,
+        }) => log::run(
+            &journal.journal_dir,
+            service,
+            pid,
+            since,
+            json,
+            follow,
+            &mut stdout,
+        ),
+        Some(Command::Load(args)) => load::load(&paths, &args, &mut stdout),
+        Some(Command::Unload) => load::unload(&paths, &mut stdout),
+    }
+}
+
+/// clap's error on one line: its first line, without the multi-line usage and tips.
+fn one_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut msg = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_string();
+    if msg.ends_with(':') {
+        msg = format!("{msg} {}", lines.next().unwrap_or_default());
+    }
+    msg
+}
+
+fn init_logging(verbose: u8, daemon: bool) {
+    let default = match (verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,41 @@
+//! `bpfkill ps`: the live listing, as a table, a tree or JSON.
+
+use std::io::{BufWriter, IsTerminal, Write};
+
+use bpfkill::{
+    forensics::ps::{self, render},
+    tracking::{PinPaths, Tracking},
+};
+
+use super::exit;
+
+pub fn run(
+    paths: &PinPaths,
+    service: Option<&str>,
+    tree: bool,
+    escaped: bool,
+    json: bool,
+    stdout: &mut impl Write,
+) -> anyhow::Result<u8> {
+    let tracking = Tracking::open(paths)?;
+    let query = ps::Query {
+        service,
+        escaped_only: escaped,
+    };
+    let entries = ps::list(&tracking, paths, &query)?;
+    let terminal = std::io::stdout().is_terminal();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout);
+    if json {
+        // Indented for a person at a terminal, compact for a program.
+        render::write_json(&entries, terminal, &mut out)?;
+    } else if tree {
+        let colour = terminal && std::env::var_os("NO_COLOR").is_none();
+        render::write_tree(&tracking, &entries, colour, &mut out)?;
+    } else {
+        render::write_table(&entries, &mut out)?;
+    }
+    out.flush()?;
+    // The process ends now: freeing 10,000 entries one by one would only delay it.
+    std::mem::forget(entries);
+    Ok(exit::OK)
+}

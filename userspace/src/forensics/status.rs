@@ -1,0 +1,212 @@
+//! `bpfkill status`: is tracking live, on which kernel, with which detected layout, which
+//! services with how many processes, and what was dropped.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+    path::Path,
+};
+
+use bpfkill_common::{programs, stat};
+use serde::Serialize;
+
+use crate::{
+    lineage::registry,
+    sys::{clock, mounts},
+    tracking::{layout, PinPaths, Tracking},
+};
+
+/// One service's line.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    /// Name.
+    pub name: String,
+    /// Id.
+    pub id: u32,
+    /// Main PID as registered.
+    pub main_pid: u32,
+    /// Live tagged processes.
+    pub processes: usize,
+}
+
+/// Everything `status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// True when every tracking program is attached through a pinned link.
+    pub live: bool,
+    /// The pin directory.
+    pub pin_dir: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// program name → (raw tracepoint, attached).
+    pub programs: Vec<ProgramStatus>,
+    /// The kernel structure offsets the programs use (from BTF), or why they are unknown.
+    pub layout: String,
+    /// Classic tracepoint record layouts from tracefs, for reference: tracepoint → field@offset.
+    pub tracepoint_formats: BTreeMap<String, String>,
+    /// Services.
+    pub services: Vec<ServiceStatus>,
+    /// Tagged processes, all services.
+    pub tagged: usize,
+    /// Capacity of the tag map.
+    pub max_tagged: u32,
+    /// Counters (drops among them).
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// One program's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgramStatus {
+    /// Program name.
+    pub name: String,
+    /// Where it attaches: a raw tracepoint, or `iter/task` for the ps task iterators.
+    pub tracepoint: String,
+    /// Attached through a pinned link.
+    pub attached: bool,
+}
+
+/// Gathers the status; never fails (what cannot be read is reported as such).
+pub fn gather(paths: &PinPaths) -> Status {
+    let pinned: BTreeMap<&str, bool> = paths.pinned_links().into_iter().collect();
+    let mut programs: Vec<ProgramStatus> = programs::TRACKING
+        .iter()
+        .map(|(name, tp)| ProgramStatus {
+            name: name.to_string(),
+            tracepoint: tp.to_string(),
+            attached: pinned.get(name).copied().unwrap_or(false),
+        })
+        .collect();
+    programs.extend(programs::SNAPSHOT.iter().map(|(name, kind)| ProgramStatus {
+        name: name.to_string(),
+        tracepoint: format!("iter/{kind}"),
+        attached: paths.link(name).exists(),
+    }));
+    let tracking = Tracking::open(paths).ok();
+    // The layout in use when loaded; otherwise what a load would detect.
+    let layout = match tracking.as_ref().map(Tracking::layout) {
+        Some(Ok(l)) => Ok(l),
+        _ => layout::KernelBtf::load().and_then(|b| b.kernel_layout(clock::ns_per_tick() as u32)),
+    };
+    let layout = match layout {
+        Ok(l) => layout::LayoutDisplay(&l).to_string(),
+        Err(e) => format!("unknown: {e}"),
+    };
+    let mut tracepoint_formats = BTreeMap::new();
+    for tp in [
+        "sched/sched_process_fork",
+        "task/task_newtask",
+        "sched/sched_process_exit",
+    ] {
+        if let Ok(fields) = layout::trace_format(Path::new(mounts::TRACEFS), tp) {
+            let text = fields
+                .iter()
+                .map(|f| format!("{}@{}", f.name, f.offset))
+                .collect::<Vec<_>>()
+                .join(" ");
+            tracepoint_formats.insert(tp.to_string(), text);
+        }
+    }
+    let mut status = Status {
+        live: false,
+        pin_dir: paths.root().display().to_string(),
+        kernel: rustix::system::uname().release().to_string_lossy().into_owned(),
+        programs,
+        layout,
+        tracepoint_formats,
+        services: Vec::new(),
+        tagged: 0,
+        max_tagged: 0,
+        counters: BTreeMap::new(),
+    };
+    if let Some(tracking) = tracking {
+        status.live = true;
+        let tags = tracking.tags();
+        status.tagged = tags.len();
+        status.max_tagged = tracking.max_tags();
+        for svc in registry::list(&tracking) {
+            let processes = tags.iter().filter(|(_, t)| t.service_id == svc.id).count();
+            status.services.push(ServiceStatus {
+                name: svc.name,
+                id: svc.id,
+                main_pid: svc.record.main_pid,
+                processes,
+            });
+        }
+        for (i, v) in tracking.stats().iter().enumerate() {
+            let name = stat::NAMES[i];
+            if name != "reserved" {
+                status.counters.insert(name.to_string(), *v);
+            }
+        }
+    }
+    status
+}
+
+/// Writes the status for people.
+pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "tracking: {} (pins under {})",
+        if s.live { "live" } else { "NOT LOADED" },
+        s.pin_dir
+    )?;
+    writeln!(out, "kernel:   {}", s.kernel)?;
+    for p in &s.programs {
+        writeln!(
+            out,
+            "program:  {} on {} ({})",
+            p.name,
+            if p.tracepoint.starts_with("iter/") {
+                p.tracepoint.clone()
+            } else {
+                format!("raw_tp/{}", p.tracepoint)
+            },
+            if p.attached {
+                "attached, pinned"
+            } else {
+                "not attached"
+            }
+        )?;
+    }
+    writeln!(out, "layout:   {}", s.layout)?;
+    for (tp, fields) in &s.tracepoint_formats {
+        writeln!(out, "format:   {tp}: {fields}")?;
+    }
+    if !s.live {
+        return Ok(());
+    }
+    writeln!(out, "tagged:   {} of {} slots", s.tagged, s.max_tagged)?;
+    let drops = ["tags_full", "events_lost", "read_errors"];
+    let counters: Vec<String> = s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    writeln!(out, "counters: {}", counters.join(" "))?;
+    for d in drops {
+        if let Some(v) = s.counters.get(d).filter(|v| **v > 0) {
+            writeln!(
+                out,
+                "WARNING:  {d}={v}: {}",
+                match d {
+                    "tags_full" => "children of tracked processes were NOT tagged (tag map full)",
+                    "events_lost" => "events were dropped (ring buffer full: is the daemon running?)",
+                    _ => "kernel reads failed; some events were skipped",
+                }
+            )?;
+        }
+    }
+    if s.services.is_empty() {
+        writeln!(out, "services: none")?;
+    } else {
+        writeln!(
+            out,
+            "{:<24} {:>5} {:>9} {:>9}",
+            "SERVICE", "ID", "MAIN PID", "PROCESSES"
+        )?;
+        for svc in &s.services {
+            writeln!(
+                out,
+                "{:<24} {:>5} {:>9} {:>9}",
+                svc.name, svc.id, svc.main_pid, svc.processes
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Doom mode: a SIGKILL of a whole service that cannot be outrun by forking. The service is
+//! doomed in the kernel (with an expiry, so a crashed kill never leaves it doomed) and the
+//! `sys_exit` program is attached for the duration of the kill: a doomed process that forks
+//! dies in the kernel, and its child dies on its first return to user space. Collection
+//! repeats until no target is left.
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
+
+use super::{candidates::Candidate, report::Outcome, wait::wait_all, Kill};
+use crate::{
+    error::Result,
+    sys::{clock, identity, procs, signal::Signal},
+    tracking,
+};
+
+/// How long doom mode keeps collecting and killing before it reports what is left.
+const DOOM_LIMIT: Duration = Duration::from_secs(10);
+/// How long doom mode waits for killed targets between collections.
+const DOOM_SETTLE: Duration = Duration::from_millis(20);
+
+impl Kill<'_> {
+    /// SIGKILL with doom mode, until no target is left (or [`DOOM_LIMIT`]).
+    pub(super) fn doom_pass(&mut self) -> Result<()> {
+        let whole_service = !self.sel.target.subtree;
+        if whole_service {
+            self.doom_whole_service()?;
+        }
+        let result = self.doom_loop();
+        if whole_service {
+            self.tracking.undoom_service(self.sel.target.service.id);
+        }
+        result
+    }
+
+    /// Dooms every tagged process of the service at once, in the kernel, after sparing the
+    /// protected ones (bpfkill and its ancestors, if they belong to it).
+    fn doom_whole_service(&mut self) -> Result<()> {
+        let id = self.sel.target.service.id;
+        for pid in self.guard.protected_pids() {
+            if let Some(tag) = self.tracking.tag(pid).filter(|t| t.service_id == id) {
+                if procs::start_ticks(pid).is_some_and(|t| identity::matches(tag.start_ns, t)) {
+                    self.tracking.spare(pid, &tag)?;
+                }
+            }
+        }
+        let expiry = clock::boot_now_ns() + (DOOM_LIMIT + Duration::from_secs(5)).as_nanos() as u64;
+        self.tracking.doom_service(id, expiry)
+    }
+
+    fn doom_loop(&mut self) -> Result<()> {
+        let _doom = match tracking::arm_doom(self.tracking) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!("doom mode unavailable: {e}");
+                self.report.doom_unavailable = Some(e.to_string());
+                None
+            }
+        };
+        let deadline = Instant::now() + DOOM_LIMIT;
+        let mut handled = HashSet::new();
+        loop {
+            let cands = self.collect()?;
+            // Done when no target is left but those that cannot be signalled: the tags of
+            // the dead are removed at exit, and zombies are not candidates.
+            let left = cands.iter().filter(|c| !self.unsignallable(c)).count();
+            if left == 0 {
+                break;
+            }
+            let fresh: Vec<Candidate> = cands
+                .into_iter()
+                .filter(|c| handled.insert((c.pid, c.start_ticks)))
+                .collect();
+            // Verify and doom every target first, so the kernel starts killing forkers at
+            // once; then signal them.
+            let mut verified = Vec::with_capacity(fresh.len());
+            for c in &fresh {
+                if let Some(fd) = self.verify(c) {
+                    if let Some(tag) = self.tracking.tag(c.pid) {
+                        if identity::matches(tag.start_ns, c.start_ticks) {
+                            if let Err(e) = self.tracking.doom(c.pid, &tag) {
+                                tracing::warn!("cannot doom {}: {e}", c.pid);
+                            }
+                        }
+                    }
+                    verified.push((c, fd));
+                }
+            }
+            for (c, fd) in verified {
+                self.send(c, fd, Signal::KILL);
+            }
+            self.live = wait_all(std::mem::take(&mut self.live), Some(DOOM_SETTLE));
+            if Instant::now() >= deadline {
+                tracing::warn!("doom mode gave up after {DOOM_LIMIT:?}; reporting what is left");
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// True when a candidate was handled and can never be signalled (protected, recycled,
+    /// failed).
+    fn unsignallable(&self, c: &Candidate) -> bool {
+        self.index.get(&(c.pid, c.start_ticks)).is_some_and(|&i| {
+            matches!(
+                self.report.results[i].outcome,
+                Outcome::Protected(_) | Outcome::Recycled | Outcome::Failed(_)
+            )
+        })
+    }
+}

@@ -1,0 +1,209 @@
+//! The kill, stage by stage: resolve the target → collect candidates (tags ∪ cgroup ∪ /proc,
+//! with evidence) → verify each one's identity (pidfd + start time) → signal → wait/escalate
+//! along the schedule → report.
+//!
+//! A SIGKILL of a whole service runs in doom mode: every verified target is marked doomed in
+//! its tag and the `sys_exit` doom program is attached, so a target that forks dies in the
+//! kernel and its new child dies before running any user code; collection repeats until no
+//! target is left. Other signals get one pass plus re-scans for children forked during it.
+
+pub mod candidates;
+mod doom;
+pub mod report;
+pub mod resolve;
+pub mod schedule;
+mod verify;
+pub mod wait;
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+};
+
+use bpfkill_common::stat;
+
+use self::{
+    candidates::{Candidate, Selection, Whom},
+    report::{KillReport, Outcome, ProcessResult},
+    resolve::Target,
+    schedule::{Schedule, Step},
+    wait::{wait_all, Waitee},
+};
+use crate::{
+    error::{Error, Result},
+    sys::{guard::Guard, procs, realtime::RealTime, signal::Signal},
+    tracking::Tracking,
+};
+
+/// What to kill and how.
+#[derive(Debug, Clone)]
+pub struct KillRequest {
+    /// The service or process.
+    pub target: Target,
+    /// Which of its processes.
+    pub whom: Whom,
+    /// A cgroup dedicated to the service (checked: never a shared or root cgroup).
+    pub cgroup: Option<PathBuf>,
+    /// Signals and waits.
+    pub schedule: Schedule,
+    /// Report what would be signalled, signal nothing.
+    pub dry_run: bool,
+}
+
+/// Passes of a non-doom send before giving up on a service that forks faster than it is
+/// signalled (each pass handles only processes not seen before).
+const MAX_PASSES: usize = 64;
+
+/// A kill under way: the selection, what happened to each process so far, and the pidfds
+/// of the signalled processes still to wait for.
+struct Kill<'a> {
+    tracking: &'a mut Tracking,
+    sel: Selection,
+    guard: Guard,
+    report: KillReport,
+    index: HashMap<(u32, u64), usize>,
+    live: Vec<Waitee>,
+}
+
+/// Runs a kill.
+pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
+    // A fork bomb leaves a normal-priority process almost no CPU: a kill that may SIGKILL runs
+    // at real-time priority (it blocks in poll whenever it waits).
+    let _rt = req
+        .schedule
+        .steps
+        .contains(&Step::Send(Signal::KILL))
+        .then(RealTime::enter);
+    let target = resolve::resolve_target(tracking, &req.target)?;
+    let guard = Guard::new();
+    let cgroup = resolve::dedicated_cgroup(&target, req.cgroup.as_deref(), &guard)?;
+    if let Some(c) = &cgroup {
+        tracing::info!("using {} cgroup {}", c.source, c.dir.display());
+    }
+    let first = req
+        .schedule
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::Send(sig) => Some(*sig),
+            Step::Wait(_) => None,
+        })
+        .ok_or_else(|| Error::Usage("the schedule sends no signal".into()))?;
+    let mut report = KillReport::new(&target.service.name, first);
+    report.dry_run = req.dry_run;
+    report.waited = req.schedule.waits() && !req.dry_run;
+    let sel = Selection {
+        target,
+        whom: req.whom,
+        cgroup,
+    };
+    let mut k = Kill {
+        tracking,
+        sel,
+        guard,
+        report,
+        index: HashMap::new(),
+        live: Vec::new(),
+    };
+
+    if req.dry_run {
+        k.dry_run()?;
+        return Ok(k.report);
+    }
+    let kernel_kills_before = k.tracking.stats()[stat::DOOM_KILLS as usize];
+    for step in &req.schedule.steps {
+        match *step {
+            Step::Send(sig) if sig == Signal::KILL && k.sel.whom == Whom::All => k.doom_pass()?,
+            Step::Send(sig) => k.send_pass(sig)?,
+            Step::Wait(timeout) => {
+                k.live = wait_all(std::mem::take(&mut k.live), timeout);
+                if k.live.is_empty() && k.fresh_candidates()?.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    if k.report.waited {
+        k.finish_wait()?;
+    }
+    k.report.kernel_kills = k.tracking.stats()[stat::DOOM_KILLS as usize].saturating_sub(kernel_kills_before);
+    Ok(k.report)
+}
+
+impl Kill<'_> {
+    fn collect(&self) -> Result<Vec<Candidate>> {
+        candidates::collect(self.tracking, &self.sel)
+    }
+
+    /// Candidates never seen before that are alive now.
+    fn fresh_candidates(&self) -> Result<Vec<Candidate>> {
+        let mut c = self.collect()?;
+        c.retain(|c| {
+            !self.index.contains_key(&(c.pid, c.start_ticks))
+                && procs::start_ticks(c.pid) == Some(c.start_ticks)
+        });
+        Ok(c)
+    }
+
+    fn result_mut(&mut self, c: &Candidate) -> &mut ProcessResult {
+        let key = (c.pid, c.start_ticks);
+        let idx = match self.index.get(&key) {
+            Some(&i) => i,
+            None => {
+                self.report.results.push(ProcessResult::new(c));
+                self.index.insert(key, self.report.results.len() - 1);
+                self.report.results.len() - 1
+            }
+        };
+        &mut self.report.results[idx]
+    }
+
+    fn dry_run(&mut self) -> Result<()> {
+        for c in self.collect()? {
+            if self.verify(&c).is_some() {
+                self.result_mut(&c).outcome = Outcome::WouldSignal;
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over the candidates, then re-scans for processes created during it.
+    fn send_pass(&mut self, sig: Signal) -> Result<()> {
+        let mut handled = HashSet::new();
+        for _ in 0..MAX_PASSES {
+            let fresh: Vec<Candidate> = self
+                .collect()?
+                .into_iter()
+                .filter(|c| handled.insert((c.pid, c.start_ticks)))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for c in &fresh {
+                if let Some(fd) = self.verify(c) {
+                    self.send(c, fd, sig);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After the last wait: mark who exited, and report live targets that appeared after the
+    /// last signal as survivors.
+    fn finish_wait(&mut self) -> Result<()> {
+        let alive: HashSet<u32> = self.live.iter().map(|w| w.pid).collect();
+        for r in &mut self.report.results {
+            if !r.signals.is_empty() {
+                r.exited = Some(!alive.contains(&r.candidate.pid));
+            }
+        }
+        for c in self.fresh_candidates()? {
+            if self.verify(&c).is_some() {
+                let r = self.result_mut(&c);
+                r.outcome = Outcome::Failed("appeared after the last signal".into());
+                r.exited = Some(false);
+            }
+        }
+        Ok(())
+    }
+}

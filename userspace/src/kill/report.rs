@@ -1,0 +1,345 @@
+//! Reports of a kill: what happened to each process, the verdict, and its renderings (one
+//! line per process for people; one JSON object per process plus a summary for programs).
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::candidates::Candidate;
+use crate::sys::{guard::Protected, signal::Signal};
+
+/// What happened to one candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `--dry-run`: it would have been signalled.
+    WouldSignal,
+    /// The signal was delivered.
+    Signalled,
+    /// The process had already exited.
+    Gone,
+    /// Its PID number belongs to another process now: not signalled.
+    Recycled,
+    /// A guard rail kept it from being signalled.
+    Protected(Protected),
+    /// Signalling failed.
+    Failed(String),
+}
+
+impl Outcome {
+    /// Stable machine name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::WouldSignal => "would-signal",
+            Outcome::Signalled => "signalled",
+            Outcome::Gone => "gone",
+            Outcome::Recycled => "pid-recycled",
+            Outcome::Protected(_) => "protected",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+
+    fn detail(&self) -> Option<String> {
+        match self {
+            Outcome::Protected(p) => Some(p.reason().to_string()),
+            Outcome::Failed(e) => Some(e.clone()),
+            Outcome::Recycled => Some("PID number reused by another process; not signalled".into()),
+            _ => None,
+        }
+    }
+
+    /// True for outcomes that mean "could not be signalled".
+    fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Failed(_) | Outcome::Protected(_))
+    }
+}
+
+/// One process's line in the report.
+#[derive(Debug, Clone)]
+pub struct ProcessResult {
+    /// The candidate, with its evidence and escape reasons.
+    pub candidate: Candidate,
+    /// Its comm, when it was seen alive.
+    pub comm: Option<String>,
+    /// Signals delivered, in order.
+    pub signals: Vec<Signal>,
+    /// Outcome of the last attempt.
+    pub outcome: Outcome,
+    /// After waiting: whether it exited (None when the kill did not wait).
+    pub exited: Option<bool>,
+}
+
+impl ProcessResult {
+    /// A result for a candidate, before any attempt.
+    pub fn new(c: &Candidate) -> Self {
+        Self {
+            candidate: c.clone(),
+            comm: None,
+            signals: Vec::new(),
+            outcome: Outcome::Gone,
+            exited: None,
+        }
+    }
+}
+
+/// How a kill ended, from which the CLI picks its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every target was signalled (and is gone, when waiting was asked for).
+    Done,
+    /// Nothing matched: no live process of the selection.
+    NothingMatched,
+    /// Some targets could not be signalled (or were protected).
+    Partial,
+    /// Survivors remain after the wait.
+    Survivors,
+}
+
+/// The whole kill.
+#[derive(Debug, Clone)]
+pub struct KillReport {
+    /// Service name.
+    pub service: String,
+    /// The first signal of the schedule.
+    pub signal: Signal,
+    /// Per-process results, in the order processes were first seen.
+    pub results: Vec<ProcessResult>,
+    /// The kill waited for its targets (`--wait`, `--timeout`, `--retry`).
+    pub waited: bool,
+    /// Dry run: nothing was signalled.
+    pub dry_run: bool,
+    /// SIGKILLs sent by the kernel to doomed processes during the kill (children killed
+    /// before they ran, creators killed as they forked).
+    pub kernel_kills: u64,
+    /// Doom mode was requested but could not be armed (why).
+    pub doom_unavailable: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JsonProcess<'a> {
+    pid: u32,
+    start_time: u64,
+    comm: Option<&'a str>,
+    evidence: Vec<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    left_cgroup: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    escape_reasons: Vec<&'static str>,
+    signal: Option<String>,
+    signals: Vec<String>,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exited: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JsonSummary<'a> {
+    summary: bool,
+    service: &'a str,
+    signal: String,
+    dry_run: bool,
+    processes: usize,
+    signalled: usize,
+    gone_before: usize,
+    protected: usize,
+    failed: usize,
+    survivors: usize,
+    kernel_kills: u64,
+    exit_code: u8,
+}
+
+impl KillReport {
+    /// An empty report.
+    pub fn new(service: &str, signal: Signal) -> Self {
+        Self {
+            service: service.to_string(),
+            signal,
+            results: Vec::new(),
+            waited: false,
+            dry_run: false,
+            kernel_kills: 0,
+            doom_unavailable: None,
+        }
+    }
+
+    fn count(&self, f: impl Fn(&ProcessResult) -> bool) -> usize {
+        self.results.iter().filter(|r| f(r)).count()
+    }
+
+    /// Processes that received at least one signal.
+    pub fn signalled(&self) -> usize {
+        self.count(|r| !r.signals.is_empty())
+    }
+
+    /// Processes still alive after the wait.
+    pub fn survivors(&self) -> usize {
+        self.count(|r| r.exited == Some(false))
+    }
+
+    /// The verdict: survivors after waiting, else some could not be signalled, else nothing
+    /// matched, else done. Kills by the kernel during a SIGKILL of the service count as
+    /// signals: on a slow machine a fork bomb can be gone, killed at its next system call,
+    /// before bpfkill signals any process of it itself.
+    pub fn verdict(&self) -> Verdict {
+        if self.waited && self.survivors() > 0 {
+            Verdict::Survivors
+        } else if self.count(|r| r.outcome.is_failure()) > 0 {
+            Verdict::Partial
+        } else if self.dry_run {
+            if self.count(|r| r.outcome == Outcome::WouldSignal) > 0 {
+                Verdict::Done
+            } else {
+                Verdict::NothingMatched
+            }
+        } else if self.signalled() == 0 && self.kernel_kills == 0 {
+            Verdict::NothingMatched
+        } else {
+            Verdict::Done
+        }
+    }
+
+    /// Writes one line per process and a summary line.
+    pub fn write_human(&self, out: &mut impl Write) -> io::Result<()> {
+        if let Some(why) = &self.doom_unavailable {
+            writeln!(
+                out,
+                "warning: doom mode unavailable ({why}); fell back to repeated passes"
+            )?;
+        }
+        for r in &self.results {
+            let comm = r.comm.as_deref().unwrap_or("-");
+            let mut what = match &r.outcome {
+                Outcome::Signalled => {
+                    let sigs: Vec<String> = r.signals.iter().map(|s| s.name()).collect();
+                    format!("sent {}", sigs.join(", "))
+                }
+                Outcome::WouldSignal => format!("would send {}", self.signal),
+                other => match other.detail() {
+                    Some(d) => format!("{}: {d}", other.name()),
+                    None => other.name().to_string(),
+                },
+            };
+            match r.exited {
+                Some(true) => what.push_str(", exited"),
+                Some(false) => what.push_str(", STILL ALIVE"),
+                None => {}
+            }
+            let c = &r.candidate;
+            if c.left_cgroup {
+                what.push_str(" (left the service cgroup)");
+            }
+            if !c.escape.is_empty() {
+                let names: Vec<&str> = c.escape.iter().map(|e| e.name()).collect();
+                what.push_str(&format!(" (escaped: {})", names.join(",")));
+            }
+            writeln!(
+                out,
+                "{:>7} {:<16} [{}] {what}",
+                c.pid,
+                comm,
+                c.evidence.names().join(",")
+            )?;
+        }
+        let verb = if self.dry_run {
+            "would be signalled"
+        } else {
+            "signalled"
+        };
+        let n = if self.dry_run {
+            self.count(|r| r.outcome == Outcome::WouldSignal)
+        } else {
+            self.signalled()
+        };
+        write!(
+            out,
+            "{}: {n} of {} process(es) {verb} with {}",
+            self.service,
+            self.results.len(),
+            self.signal
+        )?;
+        if self.kernel_kills > 0 {
+            write!(
+                out,
+                "; {} kill(s) in the kernel during the kill",
+                self.kernel_kills
+            )?;
+        }
+        if self.waited {
+            write!(out, "; {} survivor(s)", self.survivors())?;
+        }
+        writeln!(out)
+    }
+
+    /// Writes one JSON object per process, then a summary object (with the exit code the
+    /// caller chose for the verdict), one per line.
+    pub fn write_json(&self, exit_code: u8, out: &mut impl Write) -> io::Result<()> {
+        for r in &self.results {
+            let c = &r.candidate;
+            let obj = JsonProcess {
+                pid: c.pid,
+                start_time: c.start_ticks,
+                comm: r.comm.as_deref(),
+                evidence: c.evidence.names(),
+                left_cgroup: c.left_cgroup,
+                escape_reasons: c.escape.iter().map(|e| e.name()).collect(),
+                signal: r.signals.last().map(|s| s.name()),
+                signals: r.signals.iter().map(|s| s.name()).collect(),
+                outcome: r.outcome.name(),
+                exited: r.exited,
+                detail: r.outcome.detail(),
+            };
+            serde_json::to_writer(&mut *out, &obj)?;
+            writeln!(out)?;
+        }
+        let summary = JsonSummary {
+            summary: true,
+            service: &self.service,
+            signal: self.signal.name(),
+            dry_run: self.dry_run,
+            processes: self.results.len(),
+            signalled: self.signalled(),
+            gone_before: self.count(|r| matches!(r.outcome, Outcome::Gone | Outcome::Recycled)),
+            protected: self.count(|r| matches!(r.outcome, Outcome::Protected(_))),
+            failed: self.count(|r| matches!(r.outcome, Outcome::Failed(_))),
+            survivors: self.survivors(),
+            kernel_kills: self.kernel_kills,
+            exit_code,
+        };
+        serde_json::to_writer(&mut *out, &summary)?;
+        writeln!(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kill::candidates::Evidence;
+
+    fn gone(pid: u32) -> ProcessResult {
+        ProcessResult::new(&Candidate {
+            pid,
+            start_ticks: 1,
+            tag: None,
+            evidence: Evidence {
+                tag: true,
+                ..Evidence::default()
+            },
+            left_cgroup: false,
+            escape: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn kills_by_the_kernel_count_as_signals() {
+        let mut r = KillReport::new("svc", Signal::KILL);
+        r.results = vec![gone(10), gone(11)];
+        assert_eq!(r.verdict(), Verdict::NothingMatched, "all gone before any signal");
+        r.kernel_kills = 2;
+        assert_eq!(
+            r.verdict(),
+            Verdict::Done,
+            "the kernel killed them during the kill"
+        );
+    }
+}

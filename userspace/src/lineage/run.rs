@@ -1,0 +1,47 @@
+//! `bpfkill run`: register a service, tag this process as its main process, then exec the
+//! command, so the service's main PID is the command's PID and its exit status the command's.
+
+use std::{ffi::OsString, os::unix::process::CommandExt, process::Command};
+
+use bpfkill_common::{tag_flags, Tag};
+
+use super::registry;
+use crate::{
+    error::{Error, Result},
+    sys::{clock, procs},
+    tracking::Tracking,
+};
+
+/// Tags this process for `service_name` and execs `argv`. Returns only on failure.
+pub fn run(
+    mut tracking: Tracking,
+    service_name: &str,
+    argv: &[OsString],
+) -> Result<std::convert::Infallible> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(Error::Usage("run needs a command after `--`".into()));
+    };
+    let me = std::process::id();
+    let ticks = procs::start_ticks(me).ok_or_else(|| {
+        Error::io(
+            "read /proc/self/stat",
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )
+    })?;
+    let start_ns = clock::ticks_to_ns(ticks);
+    let svc = registry::register(&mut tracking, service_name, me, start_ns)?;
+    let tag = Tag {
+        service_id: svc.id,
+        flags: tag_flags::MAIN | tag_flags::START_FROM_PROC,
+        start_ns,
+        ..Tag::default()
+    };
+    tracking.set_tag(me, &tag)?;
+    // The command must not inherit the map fds (they are close-on-exec too).
+    drop(tracking);
+    let err = Command::new(program).args(args).exec();
+    Err(Error::Exec {
+        program: program.to_string_lossy().into_owned(),
+        source: err,
+    })
+}

@@ -1,0 +1,12 @@
+//! The operating system, with no product logic: process identity and pidfds, the guard
+//! rails, signals, cgroups, /proc, pidfiles, clocks, pseudo-filesystem mounts, scheduling.
+
+pub mod cgroup;
+pub mod clock;
+pub mod guard;
+pub mod identity;
+pub mod mounts;
+pub mod pidfile;
+pub mod procs;
+pub mod realtime;
+pub mod signal;

@@ -1,0 +1,211 @@
+//! Loading: the embedded kernel object is loaded with the running kernel's layout, its
+//! tracking programs attached to their raw tracepoints and pinned (or the pins adopted when
+//! tracking is already live); the `ps` task iterators are pinned when the kernel has them; the
+//! doom program is attached for the duration of a kill only.
+
+use std::fs;
+
+use aya::{
+    maps::{Array, MapData},
+    programs::{
+        links::{FdLink, PinnedLink},
+        Iter, Program, ProgramError, RawTracePoint,
+    },
+    Ebpf, EbpfLoader,
+};
+use bpfkill_common::{maps, programs, KernelLayout};
+
+use super::{
+    layout,
+    maps::Tracking,
+    pins::{create_private_dir, PinLock, PinPaths},
+};
+use crate::{
+    error::{Error, Result},
+    sys::{clock, mounts},
+};
+
+/// The kernel programs, built by build.rs from the `ebpf` crate.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpfkill.bpf.o"));
+
+/// What [`load`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// Everything was already pinned; nothing was loaded.
+    Adopted,
+    /// Programs were loaded and attached (maps adopted where already pinned).
+    Loaded {
+        /// How many links were attached and pinned now.
+        attached: usize,
+    },
+}
+
+/// Settings for a fresh load (ignored when the maps are already pinned).
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Capacity of the tag map: processes tracked at once, all services together.
+    pub max_tags: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_tags: bpfkill_common::DEFAULT_MAX_TAGS,
+        }
+    }
+}
+
+/// Loads and attaches the tracking programs and pins maps and links, or adopts what is
+/// already pinned. Mounts bpffs and tracefs when they are missing.
+pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
+    if opts.max_tags == 0 {
+        return Err(Error::Usage("--max-tags must be at least 1".into()));
+    }
+    mounts::ensure_bpffs()?;
+    if let Err(e) = mounts::ensure_tracefs() {
+        tracing::warn!("tracefs unavailable ({e}); status will not show tracepoint formats");
+    }
+    create_private_dir(paths.root())?;
+    let _lock = PinLock::take(paths)?;
+    if paths.is_live() {
+        return Ok(LoadOutcome::Adopted);
+    }
+    create_private_dir(&paths.maps_dir())?;
+    create_private_dir(&paths.links_dir())?;
+
+    let btf = layout::KernelBtf::load()?;
+    let ns_per_tick = u32::try_from(clock::ns_per_tick())
+        .map_err(|_| Error::Unsupported("clock tick longer than 4 s".into()))?;
+    let kernel_layout = btf.kernel_layout(ns_per_tick)?;
+    tracing::debug!("kernel layout: {}", layout::LayoutDisplay(&kernel_layout));
+
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(paths.maps_dir())
+        .override_global("LAYOUT", &kernel_layout, true)
+        .map_max_entries(maps::TAGS, opts.max_tags)
+        .load(OBJECT)
+        .map_err(|e| Error::ebpf("load the bpfkill programs", e))?;
+
+    {
+        let map = ebpf
+            .map_mut(maps::LAYOUT)
+            .ok_or_else(|| Error::Object(format!("map {} missing from the object", maps::LAYOUT)))?;
+        let mut layout_map: Array<&mut MapData, KernelLayout> =
+            Array::try_from(map).map_err(|e| Error::map("layout map", e))?;
+        layout_map
+            .set(0, kernel_layout, 0)
+            .map_err(|e| Error::map("record the kernel layout", e))?;
+    }
+    let mut attached = 0;
+    for (prog_name, tracepoint) in programs::TRACKING {
+        let pin = paths.link(prog_name);
+        if PinnedLink::from_pin(&pin).is_ok() {
+            continue;
+        }
+        // A stale pin of a link that no longer opens is replaced.
+        let _ = fs::remove_file(&pin);
+        let (program, id) = load_and_attach(&mut ebpf, prog_name, tracepoint)?;
+        let link = program
+            .take_link(id)
+            .map_err(|e| Error::ebpf(format!("take link of {prog_name}"), e))?;
+        let link: FdLink = link.into();
+        link.pin(&pin)
+            .map_err(|e| Error::ebpf(format!("pin {}", pin.display()), e))?;
+        attached += 1;
+    }
+    // The ps snapshot iterators are an accelerator: without them, ps reads /proc.
+    match attach_snapshots(&mut ebpf, paths) {
+        Ok(n) => attached += n,
+        Err(e) => {
+            tracing::warn!("ps will read /proc: the task iterator is unavailable ({e})");
+            for (name, _) in programs::SNAPSHOT {
+                let _ = fs::remove_file(paths.link(name));
+            }
+        }
+    }
+    Ok(LoadOutcome::Loaded { attached })
+}
+
+/// Program `name` of `ebpf`, as the program type `T` it must be.
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::Object(format!("program {name} missing from the object")))?
+        .try_into()
+        .map_err(|e| Error::ebpf(format!("program {name}"), e))
+}
+
+/// Loads and pins every task iterator behind `ps`; returns how many.
+fn attach_snapshots(ebpf: &mut Ebpf, paths: &PinPaths) -> Result<usize> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| Error::ebpf("read the kernel BTF", e))?;
+    for (name, iter_type) in programs::SNAPSHOT {
+        attach_snapshot(ebpf, paths, &btf, name, iter_type)?;
+    }
+    Ok(programs::SNAPSHOT.len())
+}
+
+/// Loads the sleepable task iterator behind `ps` and pins its link, whose every read runs it.
+fn attach_snapshot(
+    ebpf: &mut Ebpf,
+    paths: &PinPaths,
+    btf: &aya::Btf,
+    name: &str,
+    iter_type: &str,
+) -> Result<()> {
+    let pin = paths.link(name);
+    let _ = fs::remove_file(&pin);
+    let program: &mut Iter = program_mut(ebpf, name)?;
+    program
+        .load(iter_type, btf)
+        .map_err(|e| Error::ebpf(format!("load {name}"), e))?;
+    let id = program
+        .attach()
+        .map_err(|e| Error::ebpf(format!("attach {name}"), e))?;
+    let link = program
+        .take_link(id)
+        .map_err(|e| Error::ebpf(format!("take link of {name}"), e))?;
+    let link = FdLink::try_from(link).map_err(|e| Error::ebpf(format!("link of {name}"), e))?;
+    link.pin(&pin)
+        .map_err(|e| Error::ebpf(format!("pin {}", pin.display()), e))?;
+    Ok(())
+}
+
+/// Loads program `name` of `ebpf` and attaches it to raw tracepoint `tracepoint`.
+fn load_and_attach<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+    tracepoint: &str,
+) -> Result<(
+    &'a mut RawTracePoint,
+    aya::programs::raw_trace_point::RawTracePointLinkId,
+)> {
+    let program: &mut RawTracePoint = program_mut(ebpf, name)?;
+    program
+        .load()
+        .map_err(|e| Error::ebpf(format!("load {name}"), e))?;
+    let id = program
+        .attach(tracepoint)
+        .map_err(|e| Error::ebpf(format!("attach {name} to raw tracepoint {tracepoint}"), e))?;
+    Ok((program, id))
+}
+
+/// Doom mode, armed: the `sys_exit` program is attached while this lives.
+pub struct Doom {
+    _ebpf: Ebpf,
+}
+
+/// Attaches the doom program for as long as the returned guard lives. It shares the pinned
+/// maps; it is never pinned, so it is detached even if bpfkill dies.
+pub fn arm_doom(tracking: &Tracking) -> Result<Doom> {
+    let layout = tracking.layout()?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(tracking.paths().maps_dir())
+        .override_global("LAYOUT", &layout, true)
+        .load(OBJECT)
+        .map_err(|e| Error::ebpf("load the doom program", e))?;
+    let (name, tracepoint) = programs::DOOM;
+    load_and_attach(&mut ebpf, name, tracepoint)?;
+    Ok(Doom { _ebpf: ebpf })
+}

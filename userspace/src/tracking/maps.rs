@@ -1,0 +1,194 @@
+//! Typed access to the pinned maps of a live tracking instance: tags, the service registry,
+//! ghosts of exited processes, doomed services, the layout in use and the counters. aya's map
+//! errors become the library's [`Error`] here.
+
+use std::collections::HashSet;
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use bpfkill_common::{maps, stat, tag_flags, Ghost, KernelLayout, ServiceRecord, Tag};
+
+use super::pins::PinPaths;
+use crate::error::{Error, Result};
+
+fn open_map(paths: &PinPaths, name: &str) -> Result<MapData> {
+    MapData::from_pin(paths.map(name)).map_err(|e| Error::map(format!("open pinned map {name}"), e))
+}
+
+/// Opens one of the pinned maps, for consumers that need only it (the daemon's ring buffer).
+pub fn open_pinned(paths: &PinPaths, name: &str) -> Result<MapData> {
+    if !paths.is_live() {
+        return Err(Error::NotLoaded(paths.root().to_path_buf()));
+    }
+    open_map(paths, name)
+}
+
+/// Typed access to the pinned maps of a live tracking instance.
+pub struct Tracking {
+    paths: PinPaths,
+    tags: HashMap<MapData, u32, Tag>,
+    services: HashMap<MapData, u32, ServiceRecord>,
+    stats: PerCpuArray<MapData, u64>,
+    ghosts: HashMap<MapData, u32, Ghost>,
+    doomed_services: HashMap<MapData, u32, u64>,
+    layout: Array<MapData, KernelLayout>,
+    max_tags: u32,
+}
+
+impl Tracking {
+    /// Opens the pinned maps; [`Error::NotLoaded`] unless every tracking link is pinned.
+    pub fn open(paths: &PinPaths) -> Result<Self> {
+        if !paths.is_live() {
+            return Err(Error::NotLoaded(paths.root().to_path_buf()));
+        }
+        let tags_data = open_map(paths, maps::TAGS)?;
+        let max_tags = tags_data
+            .info()
+            .map(|i| i.max_entries())
+            .map_err(|e| Error::map("read tag map info", e))?;
+        let tags = HashMap::try_from(Map::HashMap(tags_data)).map_err(|e| Error::map("tag map", e))?;
+        let services = HashMap::try_from(Map::HashMap(open_map(paths, maps::SERVICES)?))
+            .map_err(|e| Error::map("service map", e))?;
+        let stats = PerCpuArray::try_from(Map::PerCpuArray(open_map(paths, maps::STATS)?))
+            .map_err(|e| Error::map("stats map", e))?;
+        let ghosts = HashMap::try_from(Map::LruHashMap(open_map(paths, maps::GHOSTS)?))
+            .map_err(|e| Error::map("ghost map", e))?;
+        let doomed_services = HashMap::try_from(Map::HashMap(open_map(paths, maps::DOOMED_SERVICES)?))
+            .map_err(|e| Error::map("doomed-services map", e))?;
+        let layout = Array::try_from(Map::Array(open_map(paths, maps::LAYOUT)?))
+            .map_err(|e| Error::map("layout map", e))?;
+        Ok(Self {
+            paths: paths.clone(),
+            tags,
+            services,
+            stats,
+            ghosts,
+            doomed_services,
+            layout,
+            max_tags,
+        })
+    }
+
+    /// Capacity of the tag map.
+    pub fn max_tags(&self) -> u32 {
+        self.max_tags
+    }
+
+    /// A snapshot of every tag. Entries removed while iterating are skipped; an entry is
+    /// listed once even if the kernel restarts the walk.
+    pub fn tags(&self) -> Vec<(u32, Tag)> {
+        let mut seen = HashSet::new();
+        let limit = self.max_tags as usize * 2 + 16;
+        let mut out = Vec::new();
+        for (pid, tag) in self.tags.iter().take(limit).flatten() {
+            if seen.insert(pid) {
+                out.push((pid, tag));
+            }
+        }
+        out
+    }
+
+    /// Tags of one service.
+    pub fn service_tags(&self, service_id: u32) -> Vec<(u32, Tag)> {
+        let mut tags = self.tags();
+        tags.retain(|(_, t)| t.service_id == service_id);
+        tags
+    }
+
+    /// The tag of `pid`, if any.
+    pub fn tag(&self, pid: u32) -> Option<Tag> {
+        self.tags.get(&pid, 0).ok()
+    }
+
+    /// Writes the tag of `pid`.
+    pub fn set_tag(&mut self, pid: u32, tag: &Tag) -> Result<()> {
+        self.tags
+            .insert(pid, tag, 0)
+            .map_err(|e| Error::map(format!("tag process {pid}"), e))
+    }
+
+    /// Marks the tagged process `pid` (whose tag is `tag`) doomed: from now on the kernel kills
+    /// it when it forks or returns from a system call (while doom mode is armed), and dooms the
+    /// children it creates.
+    pub fn doom(&mut self, pid: u32, tag: &Tag) -> Result<()> {
+        let doomed = Tag {
+            flags: tag.flags | tag_flags::DOOMED,
+            ..*tag
+        };
+        self.set_tag(pid, &doomed)
+    }
+
+    /// Marks the tagged process `pid` spared: never killed in the kernel, even when its
+    /// service is doomed (bpfkill's own ancestors).
+    pub fn spare(&mut self, pid: u32, tag: &Tag) -> Result<()> {
+        let spared = Tag {
+            flags: tag.flags | tag_flags::SPARED,
+            ..*tag
+        };
+        self.set_tag(pid, &spared)
+    }
+
+    /// Dooms a whole service in the kernel until `expiry_boot_ns` (CLOCK_BOOTTIME).
+    pub fn doom_service(&mut self, service_id: u32, expiry_boot_ns: u64) -> Result<()> {
+        self.doomed_services
+            .insert(service_id, expiry_boot_ns, 0)
+            .map_err(|e| Error::map(format!("doom service #{service_id}"), e))
+    }
+
+    /// Ends the doom of a service (no error when it was not doomed).
+    pub fn undoom_service(&mut self, service_id: u32) {
+        let _ = self.doomed_services.remove(&service_id);
+    }
+
+    /// The kernel layout the loaded programs use.
+    pub fn layout(&self) -> Result<KernelLayout> {
+        self.layout
+            .get(&0, 0)
+            .map_err(|e| Error::map("read the kernel layout", e))
+    }
+
+    /// The ghost of an exited tagged process, if still remembered.
+    pub fn ghost(&self, pid: u32) -> Option<Ghost> {
+        self.ghosts.get(&pid, 0).ok()
+    }
+
+    /// Every registered service.
+    pub fn services(&self) -> Vec<(u32, ServiceRecord)> {
+        self.services.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    /// Writes the record of service `id`, replacing what was there.
+    pub fn put_service(&mut self, id: u32, rec: &ServiceRecord) -> Result<()> {
+        self.services
+            .insert(id, rec, 0)
+            .map_err(|e| Error::map(format!("write service #{id}"), e))
+    }
+
+    /// Claims service `id` for `rec`: false when the id is taken already (by a concurrent
+    /// registration), so two registrations never share an id.
+    pub fn claim_service(&mut self, id: u32, rec: &ServiceRecord) -> Result<bool> {
+        const BPF_NOEXIST: u64 = 1;
+        match self.services.insert(id, rec, BPF_NOEXIST) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(e) => Err(Error::map(format!("register service #{id}"), e)),
+        }
+    }
+
+    /// The pin tree these maps were opened from.
+    pub fn paths(&self) -> &PinPaths {
+        &self.paths
+    }
+
+    /// Counters summed over CPUs, indexed by `bpfkill_common::stat`.
+    pub fn stats(&self) -> [u64; stat::COUNT as usize] {
+        let mut out = [0u64; stat::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = self.stats.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,125 @@
+//! Where tracking lives: the pin tree under bpffs (maps and links), so tracking outlives any
+//! bpfkill process; its lock; and its removal.
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use aya::programs::links::PinnedLink;
+use bpfkill_common::{programs, ABI_VERSION};
+
+use crate::{
+    error::{Error, Result},
+    sys::mounts,
+};
+
+/// Environment variable that moves the pin directory (tests, side-by-side instances).
+pub const PIN_DIR_ENV: &str = "BPFKILL_PIN_DIR";
+
+/// Where everything of one bpfkill instance is pinned.
+#[derive(Debug, Clone)]
+pub struct PinPaths {
+    root: PathBuf,
+}
+
+impl PinPaths {
+    /// The default `/sys/fs/bpf/bpfkill/v{ABI}`, or `$BPFKILL_PIN_DIR`.
+    pub fn from_env() -> Self {
+        let root = std::env::var_os(PIN_DIR_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(format!("{}/bpfkill/v{ABI_VERSION}", mounts::BPFFS)));
+        Self { root }
+    }
+
+    /// A pin tree rooted elsewhere.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The root of the pin tree.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of the pinned maps.
+    pub fn maps_dir(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+
+    /// Directory of the pinned links.
+    pub fn links_dir(&self) -> PathBuf {
+        self.root.join("links")
+    }
+
+    /// Pin of map `name`.
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+
+    /// Pin of the link of program `name`.
+    pub fn link(&self, name: &str) -> PathBuf {
+        self.links_dir().join(name)
+    }
+
+    /// Which tracking links are pinned.
+    pub fn pinned_links(&self) -> Vec<(&'static str, bool)> {
+        programs::TRACKING
+            .iter()
+            .map(|(prog, _)| (*prog, PinnedLink::from_pin(self.link(prog)).is_ok()))
+            .collect()
+    }
+
+    /// True when every tracking program is attached through a pinned link.
+    pub fn is_live(&self) -> bool {
+        self.pinned_links().iter().all(|(_, ok)| *ok)
+    }
+}
+
+/// Creates `path` (and its parents) readable by root only.
+pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))
+}
+
+/// An exclusive lock on the pin tree, so two loaders never attach twice.
+pub(crate) struct PinLock(#[allow(dead_code)] fs::File);
+
+impl PinLock {
+    /// Takes the lock (blocks while another loader or unloader holds it).
+    pub(crate) fn take(paths: &PinPaths) -> Result<Self> {
+        let dir = fs::File::open(paths.root())
+            .map_err(|e| Error::io(format!("open {}", paths.root().display()), e))?;
+        rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::io(format!("lock {}", paths.root().display()), e.into()))?;
+        Ok(Self(dir))
+    }
+}
+
+/// Detaches everything and removes the pins. Returns false when nothing was pinned.
+pub fn unload(paths: &PinPaths) -> Result<bool> {
+    if !paths.root().exists() {
+        return Ok(false);
+    }
+    let _lock = PinLock::take(paths)?;
+    for dir in [paths.links_dir(), paths.maps_dir()] {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            fs::remove_file(entry.path())
+                .map_err(|e| Error::io(format!("remove {}", entry.path().display()), e))?;
+        }
+        fs::remove_dir(&dir).map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
+    }
+    fs::remove_dir(paths.root()).map_err(|e| Error::io(format!("remove {}", paths.root().display()), e))?;
+    // Leave /sys/fs/bpf/bpfkill when other ABI versions live there.
+    if let Some(parent) = paths.root().parent() {
+        let _ = fs::remove_dir(parent);
+    }
+    Ok(true)
+}

@@ -1,22 +1,22 @@
 //! Project tasks: `cargo xtask bootstrap | demo | test | vm-test | bench`.
 //!
-//! `bootstrap` installs, idempotently, what building the kernel programs needs (Debian's
-//! rustc with a prebuilt `core` for bpfel-unknown-none, LLVM 22, bpf-linker 0.13.0); every
-//! other task runs it first, and it returns at once when everything is present.
+//! This file is the dispatch; each task lives in a module of its own: [`bootstrap`], [`demo`],
+//! [`vm`] (`test` and `vm-test`), [`bench`].
 
 use std::{
-    ffi::OsStr,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::Instant,
+    process::Command,
 };
 
 use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
 
 mod bench;
+mod bootstrap;
+mod demo;
 mod vm;
-use clap::{Parser, Subcommand};
+
+use bootstrap::bootstrap;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "bpfkill project tasks")]
@@ -65,22 +65,16 @@ enum Task {
     },
 }
 
-const APT_PACKAGES: [&str; 6] = [
-    "rustc-web",
-    "libstd-rust-web-dev-bpf",
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "zlib1g-dev",
-    "libzstd-dev",
-];
-const BPF_LINKER_VERSION: &str = "0.13.0";
-const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
-
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
         .to_path_buf()
+}
+
+/// The debug build of the bpfkill binary.
+fn bpfkill_bin() -> PathBuf {
+    root().join("target/debug/bpfkill")
 }
 
 fn cargo() -> Command {
@@ -105,156 +99,6 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn bpf_linker_ok() -> bool {
-    Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
-        .unwrap_or(false)
-        || cargo_bin("bpf-linker").is_some_and(|p| {
-            Command::new(p)
-                .arg("--version")
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
-                .unwrap_or(false)
-        })
-}
-
-fn cargo_bin(name: &str) -> Option<PathBuf> {
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
-    let p = home.join("bin").join(name);
-    p.is_file().then_some(p)
-}
-
-fn bootstrap() -> Result<()> {
-    let t = Instant::now();
-    let apt_ok = Path::new("/usr/bin/rustc").is_file()
-        && Path::new("/usr/lib/rustlib/bpfel-unknown-none/lib").is_dir()
-        && Path::new(LLVM_PREFIX).join("lib/libLLVM.so").exists()
-        && Path::new("/usr/include/zstd.h").exists()
-        && Path::new("/usr/include/zlib.h").exists();
-    if !apt_ok {
-        apt_install(&APT_PACKAGES)?;
-    }
-    if !bpf_linker_ok() {
-        run(
-            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .args([
-                    "install",
-                    "bpf-linker",
-                    "--version",
-                    BPF_LINKER_VERSION,
-                    "--no-default-features",
-                    "--features",
-                    "llvm-22",
-                ])
-                .env("LLVM_PREFIX", LLVM_PREFIX)
-                .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
-        )?;
-    }
-    eprintln!("bootstrap: toolchain ready ({:.1?})", t.elapsed());
-    Ok(())
-}
-
-fn bpfkill_bin() -> PathBuf {
-    root().join("target/debug/bpfkill")
-}
-
-/// Runs bpfkill, echoing the command line.
-fn bpfkill<I, S>(args: I) -> Result<std::process::ExitStatus>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut cmd = Command::new(bpfkill_bin());
-    cmd.args(args);
-    let shown: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-    eprintln!("\n$ bpfkill {}", shown.join(" "));
-    cmd.status().context("run bpfkill")
-}
-
-fn demo() -> Result<()> {
-    bootstrap()?;
-    run(cargo().args(["build", "-p", "bpfkill", "-p", "bpfkill-tests", "--bins"]))?;
-    if !is_root() {
-        bail!("the demo loads eBPF programs: run it as root");
-    }
-    let was_live = Command::new(bpfkill_bin())
-        .arg("status")
-        .stdout(Stdio::null())
-        .status()?
-        .success();
-    bpfkill(["load"])?;
-    // The sample service: its main process double-forks a grandchild that setsid()s, is
-    // reparented to init, renames itself and sleeps, like a daemon escaping its supervisor.
-    let forker = root().join("target/debug/forker");
-    // An unrelated process with the escapee's name, which must survive (pkill would not).
-    let mut decoy = Command::new(&forker)
-        .args(["pause", "--rename", "demo-escapee"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("start the unrelated namesake")?;
-    let mut decoy_ready = String::new();
-    BufReader::new(decoy.stdout.take().expect("stdout")).read_line(&mut decoy_ready)?;
-    let mut child = Command::new(bpfkill_bin())
-        .args(["run", "--service", "demo-sample", "--"])
-        .arg(&forker)
-        .args(["double-fork", "--setsid", "--rename", "demo-escapee"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("start the sample service")?;
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut ready)?;
-    eprintln!("sample service started: {}", ready.trim());
-    bpfkill(["ps", "--service", "demo-sample"])?;
-    bpfkill(["-s", "SIGKILL", "--service", "demo-sample"])?;
-    let _ = child.wait();
-    let survivors = Command::new(bpfkill_bin())
-        .args(["ps", "--service", "demo-sample", "--json"])
-        .output()?;
-    let text = String::from_utf8_lossy(&survivors.stdout);
-    let count = text.matches("\"pid\"").count();
-    eprintln!("\n$ bpfkill ps --service demo-sample --json\n{}", text.trim());
-    println!("survivors: {count}");
-    let decoy_alive = decoy.try_wait()?.is_none();
-    println!(
-        "unrelated process named demo-escapee (pid {}): {}",
-        decoy.id(),
-        if decoy_alive { "alive, untouched" } else { "DEAD" }
-    );
-    let _ = decoy.kill();
-    let _ = decoy.wait();
-    if !decoy_alive {
-        bail!("the unrelated namesake was killed");
-    }
-    if !was_live {
-        bpfkill(["unload"])?;
-    }
-    if count != 0 {
-        bail!("{count} process(es) of the sample service survived");
-    }
-    Ok(())
-}
-
-/// Installs Debian packages (root only).
-fn apt_install(packages: &[&str]) -> Result<()> {
-    if !is_root() {
-        bail!(
-            "missing Debian packages; as root run: apt-get install {}",
-            packages.join(" ")
-        );
-    }
-    run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-}
-
 /// Errors end the run with one line (and its causes), not a backtrace: CI logs keep only
 /// their end, which should be the result table and the reason.
 fn main() {
@@ -267,7 +111,7 @@ fn main() {
 fn task(task: Task) -> Result<()> {
     match task {
         Task::Bootstrap => bootstrap(),
-        Task::Demo => demo(),
+        Task::Demo => demo::demo(),
         Task::Test { args } => {
             bootstrap()?;
             vm::run(

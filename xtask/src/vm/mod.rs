@@ -7,9 +7,8 @@
 //! on the host, into a cpio initramfs whose `/init` is `vm-init` (see vm-init/src/main.rs).
 
 use std::{
-    collections::BTreeSet,
     fs::File,
-    io::{BufRead, BufReader, BufWriter, Read, Write},
+    io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::mpsc,
@@ -18,6 +17,15 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use vm_suite::{Manifest, Tally, TestBinary, END_MARKER, FAILURE_MARKER};
+
+mod initramfs;
+mod kernel;
+
+use initramfs::build_initramfs;
+use kernel::{cache_dir, ensure_qemu, kernel_image};
+
+/// What one VM run gave: kernel label, tally, problem, the failed tests' output.
+type VmOutcome = (String, Option<Tally>, Option<String>, Vec<String>);
 
 /// What to run.
 pub struct Options {
@@ -208,267 +216,6 @@ fn build_suite(test_args: &[String]) -> Result<Manifest> {
         args,
     })
 }
-
-fn ensure_qemu() -> Result<()> {
-    if Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        return Ok(());
-    }
-    crate::apt_install(&["qemu-system-x86"])
-}
-
-fn cache_dir(root: &Path) -> PathBuf {
-    root.join("target/vm")
-}
-
-/// Downloads a Debian package into `dir` and unpacks it into `dir/x`.
-fn fetch_deb(package: &str, dir: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let status = Command::new("apt-get")
-        .args(["download", "-q", package])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .status()
-        .context("apt-get download")?;
-    if !status.success() {
-        bail!("apt-get download {package} failed");
-    }
-    let deb = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .with_context(|| format!("no .deb for {package} in {}", dir.display()))?;
-    let x = dir.join("x");
-    crate::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
-    std::fs::remove_file(&deb)?;
-    Ok(x)
-}
-
-/// Debian cloud kernel packages of a series (`6.1` → linux-image-6.1.0-N-cloud-amd64),
-/// newest first.
-fn kernel_packages(series: &str) -> Result<Vec<String>> {
-    let out = Command::new("apt-cache")
-        .args(["pkgnames", &format!("linux-image-{series}")])
-        .output()
-        .context("apt-cache pkgnames")?;
-    let prefix = format!("linux-image-{series}.");
-    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|n| n.starts_with(&prefix) && n.ends_with("-cloud-amd64"))
-        .map(str::to_string)
-        .collect();
-    let key = |n: &String| -> Vec<u32> {
-        n.split(|c: char| !c.is_ascii_digit())
-            .filter_map(|d| d.parse().ok())
-            .collect()
-    };
-    names.sort_by_key(|n| std::cmp::Reverse(key(n)));
-    Ok(names)
-}
-
-/// The vmlinuz for a spec, downloading and caching it when needed; returns (label, path).
-fn kernel_image(root: &Path, spec: &str) -> Result<(String, PathBuf)> {
-    let as_path = Path::new(spec);
-    if as_path.is_file() {
-        return Ok((spec.to_string(), as_path.to_path_buf()));
-    }
-    let candidates = if spec.starts_with("linux-image-") {
-        vec![spec.to_string()]
-    } else {
-        let mut c = kernel_packages(spec)?;
-        if c.is_empty() {
-            crate::run(Command::new("apt-get").args(["update", "-q"]))?;
-            c = kernel_packages(spec)?;
-        }
-        c
-    };
-    if candidates.is_empty() {
-        bail!("no Debian cloud kernel package found for series {spec}");
-    }
-    let mut last_err = None;
-    for package in candidates.iter().take(3) {
-        let release = package.trim_start_matches("linux-image-").to_string();
-        let cached = cache_dir(root).join("kernels").join(&release);
-        let vmlinuz = cached.join("vmlinuz");
-        if vmlinuz.is_file() {
-            return Ok((release, vmlinuz));
-        }
-        let tmp = cache_dir(root).join("download").join(&release);
-        let _ = std::fs::remove_dir_all(&tmp);
-        match fetch_deb(package, &tmp) {
-            Ok(x) => {
-                std::fs::create_dir_all(&cached)?;
-                std::fs::copy(x.join(format!("boot/vmlinuz-{release}")), &vmlinuz)
-                    .with_context(|| format!("vmlinuz in {package}"))?;
-                let _ = std::fs::copy(x.join(format!("boot/config-{release}")), cached.join("config"));
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Ok((release, vmlinuz));
-            }
-            Err(e) => last_err = Some(e),
-        }
-    }
-    Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no kernel for {spec}")))
-}
-
-/// A static busybox for the shell utilities the tests call.
-fn busybox(root: &Path) -> Result<PathBuf> {
-    let cached = cache_dir(root).join("busybox");
-    if cached.is_file() {
-        return Ok(cached);
-    }
-    let tmp = cache_dir(root).join("download/busybox");
-    let _ = std::fs::remove_dir_all(&tmp);
-    let x = fetch_deb("busybox-static", &tmp)?;
-    std::fs::copy(x.join("bin/busybox"), &cached)?;
-    let _ = std::fs::remove_dir_all(&tmp);
-    Ok(cached)
-}
-
-/// Shared libraries (and the ELF interpreter) a dynamically linked binary needs.
-fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("ldd").arg(bin).output().context("ldd")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let path = match l.split_once("=>") {
-                Some((_, right)) => right.split_whitespace().next()?,
-                None => l.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect())
-}
-
-/// A newc cpio archive being written.
-struct Initramfs {
-    out: BufWriter<File>,
-    ino: u32,
-    dirs: BTreeSet<String>,
-}
-
-impl Initramfs {
-    fn create(path: &Path) -> Result<Self> {
-        Ok(Initramfs {
-            out: BufWriter::new(File::create(path).with_context(|| format!("create {}", path.display()))?),
-            ino: 1,
-            dirs: BTreeSet::new(),
-        })
-    }
-
-    fn entry(&mut self, name: &str, mode: u32) -> cpio::newc::Builder {
-        self.ino += 1;
-        cpio::newc::Builder::new(name.trim_start_matches('/'))
-            .ino(self.ino)
-            .mode(mode)
-            .nlink(1)
-    }
-
-    fn parents(&mut self, path: &str) -> Result<()> {
-        let mut acc = String::new();
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        for part in &parts[..parts.len().saturating_sub(1)] {
-            if !acc.is_empty() {
-                acc.push('/');
-            }
-            acc.push_str(part);
-            if self.dirs.insert(acc.clone()) {
-                let e = self.entry(&acc.clone(), 0o040755);
-                e.write(&mut self.out, 0).finish()?;
-            }
-        }
-        Ok(())
-    }
-
-    fn dir(&mut self, path: &str) -> Result<()> {
-        self.parents(&format!("{}/x", path.trim_end_matches('/')))
-    }
-
-    fn bytes(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<()> {
-        self.parents(path)?;
-        let e = self.entry(path, 0o100000 | mode);
-        let mut w = e.write(
-            &mut self.out,
-            u32::try_from(data.len()).context("file too large for cpio")?,
-        );
-        w.write_all(data)?;
-        w.finish()?;
-        Ok(())
-    }
-
-    fn file(&mut self, path: &str, source: &Path) -> Result<()> {
-        let mut data = Vec::new();
-        File::open(source)
-            .and_then(|mut f| f.read_to_end(&mut data))
-            .with_context(|| format!("read {}", source.display()))?;
-        self.bytes(path, 0o755, &data)
-    }
-
-    fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
-        self.parents(path)?;
-        let e = self.entry(path, 0o120777);
-        let mut w = e.write(&mut self.out, target.len() as u32);
-        w.write_all(target.as_bytes())?;
-        w.finish()?;
-        Ok(())
-    }
-
-    fn char_device(&mut self, path: &str, major: u32, minor: u32) -> Result<()> {
-        self.parents(path)?;
-        let e = self.entry(path, 0o020600).rdev_major(major).rdev_minor(minor);
-        e.write(&mut self.out, 0).finish()?;
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<()> {
-        cpio::newc::trailer(&mut self.out)?;
-        self.out.flush()?;
-        Ok(())
-    }
-}
-
-fn build_initramfs(root: &Path, manifest: &Manifest, path: &Path) -> Result<()> {
-    let init = root.join("target/debug/vm-init");
-    let mut cpio = Initramfs::create(path)?;
-    for d in ["proc", "sys", "dev", "tmp", "run", "var/lib", "etc", "root"] {
-        cpio.dir(d)?;
-    }
-    cpio.char_device("dev/console", 5, 1)?;
-    cpio.char_device("dev/null", 1, 3)?;
-    cpio.file("init", &init)?;
-    let bb = busybox(root)?;
-    cpio.file("bin/busybox", &bb)?;
-    for applet in [
-        "sh", "true", "false", "sleep", "cat", "echo", "ls", "ps", "kill", "env", "mount",
-    ] {
-        cpio.symlink(&format!("bin/{applet}"), "busybox")?;
-    }
-    cpio.bytes("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
-    cpio.bytes("etc/group", 0o644, b"root:x:0:\n")?;
-    cpio.bytes("vm-suite/manifest", 0o644, manifest.render().as_bytes())?;
-    let mut elves: Vec<PathBuf> = manifest.binaries.iter().map(|b| b.path.clone()).collect();
-    elves.push(crate::bpfkill_bin());
-    elves.push(crate::bpfkill_bin().with_file_name("forker"));
-    elves.push(init);
-    let mut libs = BTreeSet::new();
-    for elf in &elves {
-        libs.extend(shared_libs(elf)?);
-    }
-    for elf in &elves[..elves.len() - 1] {
-        cpio.file(&elf.to_string_lossy(), elf)?;
-    }
-    for lib in &libs {
-        cpio.file(&lib.to_string_lossy(), lib)?;
-    }
-    cpio.finish()
-}
-
-/// What one VM run gave: kernel label, tally, problem, the failed tests' output.
-type VmOutcome = (String, Option<Tally>, Option<String>, Vec<String>);
 
 /// Boots one kernel with the suite.
 fn vm_run(root: &Path, spec: &str, manifest: &Manifest, opts: &Options) -> Result<VmOutcome> {

@@ -14,11 +14,5 @@ pub fn run(paths: &PinPaths, json: bool, out: &mut impl Write) -> anyhow::Result
     } else {
         status::write_human(&s, out)?;
     }
-    Ok(if !s.live || !s.ready {
-        exit::NOT_LOADED
-    } else if s.daemon.as_ref().is_some_and(|d| d.reload_error.is_some()) {
-        exit::DEGRADED
-    } else {
-        exit::OK
-    })
+    Ok(if s.live { exit::OK } else { exit::NOT_LOADED })
 }

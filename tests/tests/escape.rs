@@ -308,10 +308,9 @@ fn a_child_in_a_new_pid_namespace() {
                 key: "escapee",
                 reasons: &["new-pidns"],
             },
-            // Born in its creator's namespace: the creator escaped, not it.
             Expect {
                 key: "nested",
-                reasons: &["renamed"],
+                reasons: &["new-pidns", "renamed"],
             },
         ],
     );

@@ -5,10 +5,7 @@ use std::{
     path::Path,
 };
 
-use bpfkill::{
-    forensics::{journal, log},
-    lineage::registry,
-};
+use bpfkill::forensics::{journal, log};
 
 use super::exit;
 
@@ -21,9 +18,6 @@ pub fn run(
     follow: bool,
     stdout: &mut impl Write,
 ) -> anyhow::Result<u8> {
-    if let Some(name) = &service {
-        registry::validate_name(name)?;
-    }
     let filter = journal::Filter {
         service,
         pid,

@@ -54,19 +54,6 @@ pub fn boot_epoch_ns() -> u64 {
     real.saturating_sub(boot_now_ns())
 }
 
-/// Wall-clock ns since the Unix epoch of the kernel's recorded boot time (`btime` in
-/// /proc/stat, whole seconds, as procps uses it): unlike [`boot_epoch_ns`] it is the same
-/// in every process, so process start times shown by two runs agree to the digit. Falls back
-/// to [`boot_epoch_ns`] when /proc/stat has no `btime`.
-pub fn boot_time_ns() -> u64 {
-    static BOOT: OnceLock<u64> = OnceLock::new();
-    *BOOT.get_or_init(|| {
-        procfs::boot_time_secs()
-            .map(|s| s.saturating_mul(1_000_000_000))
-            .unwrap_or_else(|_| boot_epoch_ns())
-    })
-}
-
 /// The wall-clock time of a `CLOCK_BOOTTIME` timestamp.
 pub fn boot_to_wall(boot_ns: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(boot_epoch_ns().saturating_add(boot_ns))
@@ -90,13 +77,6 @@ mod tests {
         assert_eq!(ns_to_ticks(ticks_to_ns(1234) + t - 1), 1234);
         assert_eq!(ns_to_ticks(ticks_to_ns(1234) + t), 1235);
         assert!(same_tick(ticks_to_ns(7), ticks_to_ns(7) + t - 1));
-    }
-
-    #[test]
-    fn the_recorded_boot_time_is_within_a_second_of_the_clocks() {
-        let (stable, now) = (boot_time_ns(), boot_epoch_ns());
-        assert!(stable.abs_diff(now) < 1_500_000_000, "{stable} vs {now}");
-        assert_eq!(boot_time_ns(), stable);
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::files;
 use crate::error::{Error, Result};
 
 /// A process named on the command line: by PID, or by a pidfile.
@@ -29,24 +28,9 @@ impl PidSource {
     }
 }
 
-/// Reads and checks a pidfile: a regular file (a FIFO or device is refused without
-/// blocking), owned by root and not writable by group or others; reached through a symbolic
-/// link only when root owns the link too. Holds a positive PID as its first word.
+/// Reads and checks a pidfile.
 pub fn read_pidfile(path: &Path) -> Result<u32> {
-    let link = fs::symlink_metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NoInput(format!("pidfile {} does not exist", path.display())),
-        _ => Error::io(format!("pidfile {}", path.display()), e),
-    })?;
-    if link.file_type().is_symlink() && link.uid() != 0 {
-        return Err(Error::Refused(format!(
-            "pidfile {} is a symbolic link not owned by root",
-            path.display()
-        )));
-    }
-    let file = files::open_regular(path, "pidfile", true)?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io(format!("pidfile {}", path.display()), e))?;
+    let meta = fs::metadata(path).map_err(|e| Error::io(format!("pidfile {}", path.display()), e))?;
     if meta.uid() != 0 {
         return Err(Error::Refused(format!(
             "pidfile {} is not owned by root",
@@ -59,13 +43,12 @@ pub fn read_pidfile(path: &Path) -> Result<u32> {
             path.display()
         )));
     }
-    let data = files::read_capped(file, 4096, "pidfile", path)?;
-    let text = String::from_utf8_lossy(&data);
+    let text = fs::read_to_string(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
     let pid: u32 = text
         .split_whitespace()
         .next()
         .and_then(|t| t.parse().ok())
-        .filter(|p| *p > 0 && i32::try_from(*p).is_ok())
+        .filter(|p| *p > 0)
         .ok_or_else(|| Error::Usage(format!("pidfile {} does not hold a PID", path.display())))?;
     Ok(pid)
 }

@@ -41,7 +41,7 @@ fn fork_bomb_in_a_pids_cgroup_leaves_no_survivors() {
             .unwrap()
     };
     assert!(
-        poll_until(Duration::from_secs(60), || current() >= 1900),
+        poll_until(Duration::from_secs(180), || current() >= 1900),
         "bomb reached only {}",
         current()
     );

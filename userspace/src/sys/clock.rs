@@ -54,6 +54,19 @@ pub fn boot_epoch_ns() -> u64 {
     real.saturating_sub(boot_now_ns())
 }
 
+/// Wall-clock ns since the Unix epoch of the kernel's recorded boot time (`btime` in
+/// /proc/stat, whole seconds, as procps uses it): unlike [`boot_epoch_ns`] it is the same
+/// in every process, so process start times shown by two runs agree to the digit. Falls back
+/// to [`boot_epoch_ns`] when /proc/stat has no `btime`.
+pub fn boot_time_ns() -> u64 {
+    static BOOT: OnceLock<u64> = OnceLock::new();
+    *BOOT.get_or_init(|| {
+        procfs::boot_time_secs()
+            .map(|s| s.saturating_mul(1_000_000_000))
+            .unwrap_or_else(|_| boot_epoch_ns())
+    })
+}
+
 /// The wall-clock time of a `CLOCK_BOOTTIME` timestamp.
 pub fn boot_to_wall(boot_ns: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(boot_epoch_ns().saturating_add(boot_ns))

@@ -199,7 +199,7 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
         .map(|s| (s.id, Arc::from(s.name.as_str())))
         .collect();
     let ns_per_tick = clock::ns_per_tick();
-    let boot_epoch = clock::boot_epoch_ns();
+    let boot_epoch = clock::boot_time_ns();
     // Built in PID order (sorting the small tuples, not the entries).
     tags.sort_unstable_by_key(|(pid, _, _)| *pid);
     let entry = |&(pid, tag, svc): &(u32, Tag, &Service)| -> Option<PsEntry> {

@@ -87,18 +87,23 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// True when the error or one of its causes is EPERM or EACCES from the kernel.
-fn denied(e: &(dyn std::error::Error + 'static)) -> bool {
+/// True when the error or one of its causes is one of `errnos` from the kernel.
+fn has_errno(e: &(dyn std::error::Error + 'static), errnos: &[i32]) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<io::Error>() {
-            if matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+            if io.raw_os_error().is_some_and(|n| errnos.contains(&n)) {
                 return true;
             }
         }
         cur = err.source();
     }
     false
+}
+
+/// True for "not allowed" from a file or map operation.
+fn denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    has_errno(e, &[libc::EPERM, libc::EACCES])
 }
 
 impl Error {
@@ -120,11 +125,12 @@ impl Error {
         Error::Map { context, source }
     }
 
-    /// Wraps an error of aya's loader or programs; EPERM/EACCES anywhere in its causes become
-    /// [`Error::Permission`].
+    /// Wraps an error of aya's loader or programs; EPERM anywhere in its causes becomes
+    /// [`Error::Permission`]. EACCES does not: the verifier rejects a program with it, and a
+    /// rejected program is no permission problem.
     pub fn ebpf(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         let context = context.into();
-        if denied(&source) {
+        if has_errno(&source, &[libc::EPERM]) {
             return Error::Permission(context);
         }
         Error::Ebpf {
@@ -149,6 +155,11 @@ mod tests {
     fn permission_is_found_among_the_causes() {
         let e = Error::ebpf("load", Outer(io::Error::from_raw_os_error(libc::EPERM)));
         assert!(matches!(e, Error::Permission(_)), "{e:?}");
+        let e = Error::ebpf("load", Outer(io::Error::from_raw_os_error(libc::EACCES)));
+        assert!(
+            matches!(e, Error::Ebpf { .. }),
+            "a verifier rejection is no permission problem"
+        );
         let e = Error::ebpf("load", Outer(io::Error::from_raw_os_error(libc::EINVAL)));
         assert!(matches!(e, Error::Ebpf { .. }));
         assert!(e.to_string().starts_with("load: outer: "), "{e}");

@@ -16,8 +16,10 @@ use crate::{
     tracking,
 };
 
-/// How long doom mode keeps collecting and killing before it reports what is left.
-const DOOM_LIMIT: Duration = Duration::from_secs(10);
+/// How long doom mode keeps collecting and killing before it reports what is left: long
+/// enough for a fork bomb on a slow (emulated) machine, where 10 s was seen to leave ~100 of
+/// 2000 processes alive.
+const DOOM_LIMIT: Duration = Duration::from_secs(60);
 /// How long doom mode waits for killed targets between collections.
 const DOOM_SETTLE: Duration = Duration::from_millis(20);
 

@@ -13,7 +13,7 @@ pub mod user;
 
 /// Version of the map/event layout. Pins live under `/sys/fs/bpf/bpfkill/v{ABI_VERSION}`, so
 /// a bpfkill built with another layout never adopts incompatible maps.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// SIGKILL's number: the one signal the kernel programs send, and the one userspace treats
 /// specially (doom mode).
@@ -37,6 +37,8 @@ pub const EVENTS_BYTES: u32 = 8 << 20;
 pub mod maps {
     /// `HashMap<u32 tgid, Tag>`: every live tagged process.
     pub const TAGS: &str = "BPFKILL_TAGS";
+    /// `PerCpuHashMap<u32 service id, ServiceStats>`: per-service counters.
+    pub const SERVICE_STATS: &str = "BPFKILL_SVC_STATS";
     /// `HashMap<u32 service id, ServiceRecord>`: the service registry.
     pub const SERVICES: &str = "BPFKILL_SERVICES";
     /// `PerCpuArray<u64>` indexed by [`crate::stat`]: counters.
@@ -133,6 +135,22 @@ pub mod tag_flags {
     /// Never killed in the kernel, even when its service is doomed: bpfkill marks its own
     /// ancestors (and itself) with this before dooming a service they belong to.
     pub const SPARED: u32 = 1 << 7;
+    /// The kernel has sent this process a SIGKILL (set once, so each process killed in the
+    /// kernel is counted once, however many of its threads return from a system call).
+    pub const KERNEL_KILLED: u32 = 1 << 8;
+}
+
+/// Per-service counters the kernel keeps (a per-CPU hash keyed by service id; userspace sums
+/// the CPUs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Children of the service's processes that could not be tagged (the tag map was full):
+    /// the service may have processes bpfkill does not know about.
+    pub untagged: u64,
+    /// Processes of the service killed by the kernel during a SIGKILL (doom mode), each
+    /// counted once.
+    pub kernel_kills: u64,
 }
 
 /// A tagged process that has exited, kept (LRU-bounded) so that the lineage of its
@@ -179,6 +197,9 @@ pub struct Tag {
     pub clone_flags: u64,
     /// Boot-time ns when the tag was written.
     pub tagged_ns: u64,
+    /// The name the kernel gave the process: inherited at fork, set by its last exec (the
+    /// basename of the path passed to execve). A `comm` that differs now was renamed.
+    pub comm: [u8; COMM_LEN],
 }
 
 /// A registered service.

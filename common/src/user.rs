@@ -4,7 +4,7 @@
 
 use std::{borrow::Cow, string::String};
 
-use crate::{Event, Ghost, KernelLayout, ServiceRecord, Tag, TaskSnapshot};
+use crate::{Event, Ghost, KernelLayout, ServiceRecord, ServiceStats, Tag, TaskSnapshot};
 
 // SAFETY: all of these are #[repr(C)] structs of integers and byte arrays, with no implicit
 // padding (fields are laid out in 8-byte groups), valid for any bit pattern.
@@ -14,6 +14,7 @@ unsafe impl aya::Pod for Event {}
 unsafe impl aya::Pod for KernelLayout {}
 unsafe impl aya::Pod for Ghost {}
 unsafe impl aya::Pod for TaskSnapshot {}
+unsafe impl aya::Pod for ServiceStats {}
 
 /// Reads a record of type `T` from the start of `bytes` (which need not be aligned); None
 /// when `bytes` is shorter than a record.

@@ -2,12 +2,13 @@
 //! and a restarted daemon adopts them.
 
 use aya_ebpf::{
+    helpers::generated::bpf_send_signal,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use bpfkill_common::{
-    stat, tag_flags, Ghost, KernelLayout, ServiceRecord, Tag, DEFAULT_MAX_TAGS, EVENTS_BYTES, MAX_GHOSTS,
-    MAX_SERVICES,
+    stat, tag_flags, Ghost, KernelLayout, ServiceRecord, ServiceStats, Tag, DEFAULT_MAX_TAGS, EVENTS_BYTES,
+    MAX_GHOSTS, MAX_SERVICES, SIGKILL,
 };
 
 /// Every live tagged process, keyed by tgid. Userspace may resize it at load time.
@@ -37,6 +38,59 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stat::COUNT, 0);
 /// fork/exec/exit events for the daemon.
 #[map(name = "BPFKILL_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+/// Per-service counters, keyed by service id.
+#[map(name = "BPFKILL_SVC_STATS")]
+pub static SERVICE_STATS: PerCpuHashMap<u32, ServiceStats> = PerCpuHashMap::pinned(MAX_SERVICES, 0);
+
+/// Which per-service counter.
+pub enum ServiceCounter {
+    /// A child that could not be tagged.
+    Untagged,
+    /// A process killed in the kernel.
+    KernelKill,
+}
+
+/// Adds one to a counter of service `service_id` (this CPU's slot).
+#[inline(always)]
+pub fn count_for_service(service_id: u32, which: ServiceCounter) {
+    match SERVICE_STATS.get_ptr_mut(&service_id) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        Some(p) => unsafe {
+            match which {
+                ServiceCounter::Untagged => (*p).untagged += 1,
+                ServiceCounter::KernelKill => (*p).kernel_kills += 1,
+            }
+        },
+        None => {
+            let mut first = ServiceStats::default();
+            match which {
+                ServiceCounter::Untagged => first.untagged = 1,
+                ServiceCounter::KernelKill => first.kernel_kills = 1,
+            }
+            let _ = SERVICE_STATS.insert(&service_id, &first, 0);
+        }
+    }
+}
+
+/// SIGKILLs the current process, whose tag is at `tag`. The first kill of a process is
+/// counted (globally and for its service) and marked in its tag, so a process is counted
+/// once however many of its threads the kernel kills.
+#[inline(always)]
+pub fn kill_current(tag: *mut Tag) {
+    // SAFETY: the helper signals the current process; no preconditions.
+    if unsafe { bpf_send_signal(SIGKILL) } != 0 {
+        return;
+    }
+    // SAFETY: a map value pointer, valid for the program's run.
+    unsafe {
+        if (*tag).flags & tag_flags::KERNEL_KILLED == 0 {
+            (*tag).flags |= tag_flags::KERNEL_KILLED;
+            count(stat::DOOM_KILLS);
+            count_for_service((*tag).service_id, ServiceCounter::KernelKill);
+        }
+    }
+}
 
 /// Adds one to counter `idx`.
 #[inline(always)]

@@ -22,6 +22,9 @@ pub enum Error {
     /// The process is not tracked by bpfkill.
     #[error("PID {0} is not tracked by bpfkill (see `bpfkill ps`)")]
     NotTracked(u32),
+    /// A file or directory the user named does not exist.
+    #[error("{0}")]
+    NoInput(String),
     /// The process does not exist.
     #[error("no such process: {0}")]
     NoSuchProcess(u32),

@@ -13,6 +13,7 @@
 //!   wait/escalate → report
 //! - [`forensics`]: `ps`, the journal, `log`, `status`
 //! - [`daemon`]: the long-running consumer of the kernel's events
+//! - [`text`]: escaping of attacker-controlled names in everything people read
 //!
 //! The command line (clap, exit codes, logging set-up) is the binary's, not the library's.
 
@@ -22,6 +23,7 @@ pub mod forensics;
 pub mod kill;
 pub mod lineage;
 pub mod sys;
+pub mod text;
 pub mod tracking;
 
 pub use error::{Error, Result};

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS, // e.g. `bpfkill ps | head`
         Err(e) => {
-            eprintln!("bpfkill: {}", message(&e));
+            eprintln!("bpfkill: {}", bpfkill::text::escape(&message(&e)));
             let code = e
                 .chain()
                 .find_map(|c| c.downcast_ref::<bpfkill::Error>())

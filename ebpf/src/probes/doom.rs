@@ -5,15 +5,14 @@
 //! never kills a process that merely reuses its PID number.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, generated::bpf_send_signal},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use bpfkill_common::{stat, SIGKILL};
 
 use crate::{
     kernel::{is_tagged_start, ReadError, Task, LAYOUT},
-    maps::{count, is_doomed, TAGS},
+    maps::{is_doomed, kill_current, TAGS},
 };
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -26,10 +25,11 @@ fn try_doom() -> Result<(), ReadError> {
     if pid <= 1 {
         return Ok(());
     }
-    // SAFETY: the value is copied out.
-    let Some(tag) = (unsafe { TAGS.get(&pid) }).copied() else {
+    let Some(tag_ptr) = TAGS.get_ptr_mut(&pid) else {
         return Ok(());
     };
+    // SAFETY: a map value pointer, valid for the program's run.
+    let tag = unsafe { *tag_ptr };
     // SAFETY: no preconditions.
     if !is_doomed(&tag, unsafe { bpf_ktime_get_boot_ns() }) {
         return Ok(());
@@ -38,9 +38,6 @@ fn try_doom() -> Result<(), ReadError> {
     if layout.task_tgid == 0 || !is_tagged_start(Task::current().process_start_ns(&layout)?, &tag, &layout) {
         return Ok(());
     }
-    // SAFETY: the helper signals the current process; no preconditions.
-    if unsafe { bpf_send_signal(SIGKILL) } == 0 {
-        count(stat::DOOM_KILLS);
-    }
+    kill_current(tag_ptr);
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! a tagged process ran a new binary. It keeps its tag; the exec is counted and reported.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+    },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -33,6 +35,8 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     let (service_id, creator_pid, start_ns) = unsafe {
         (*tag).exec_count = (*tag).exec_count.wrapping_add(1);
         (*tag).flags |= tag_flags::EXECED;
+        // The name exec gave it (the basename of the path passed to execve).
+        (*tag).comm = bpf_get_current_comm().unwrap_or_default();
         ((*tag).service_id, (*tag).creator_pid, (*tag).start_ns)
     };
     count(stat::EXECS);

@@ -5,17 +5,16 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-        generated::bpf_send_signal,
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use bpfkill_common::{event_kind, stat, tag_flags, Tag, SIGKILL};
+use bpfkill_common::{event_kind, stat, tag_flags, Tag};
 
 use crate::{
     event::{emit, EventInfo},
     kernel::{is_tagged_start, ReadError, Task, LAYOUT},
-    maps::{count, is_doomed, TAGS},
+    maps::{count, count_for_service, is_doomed, kill_current, ServiceCounter, TAGS},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -37,10 +36,11 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         return Ok(());
     }
     let creator = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: the value is copied out before any other map operation.
-    let Some(creator_tag) = (unsafe { TAGS.get(&creator) }).copied() else {
+    let Some(creator_ptr) = TAGS.get_ptr_mut(&creator) else {
         return Ok(());
     };
+    // SAFETY: a map value pointer, valid for the program's run; copied before any insert.
+    let creator_tag = unsafe { *creator_ptr };
     let creator_start = Task::current().process_start_ns(&layout)?;
     if !is_tagged_start(creator_start, &creator_tag, &layout) {
         // The entry belongs to a dead process whose PID number was reused.
@@ -62,10 +62,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         // A kill is in progress: the creator dies now, and the child inherits the doom (the
         // doom program kills it when it returns from fork, before any user instruction).
         flags |= tag_flags::DOOMED;
-        // SAFETY: the helper signals the current process; no preconditions.
-        if unsafe { bpf_send_signal(SIGKILL) } == 0 {
-            count(stat::DOOM_KILLS);
-        }
+        kill_current(creator_ptr);
     }
     let tag = Tag {
         service_id: creator_tag.service_id,
@@ -77,9 +74,12 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         cgroup_id,
         clone_flags,
         tagged_ns: now,
+        // The child starts with its creator's name.
+        comm: bpf_get_current_comm().unwrap_or_default(),
     };
     if TAGS.insert(&pid, &tag, 0).is_err() {
         count(stat::TAGS_FULL);
+        count_for_service(creator_tag.service_id, ServiceCounter::Untagged);
         return Ok(());
     }
     count(stat::FORKS_TAGGED);

@@ -215,6 +215,9 @@ pub enum Command {
         /// Draw the lineage as a tree, from the recorded creators (not from ppid).
         #[arg(long, conflicts_with = "json")]
         tree: bool,
+        /// Spell out the escape reasons in the table instead of abbreviating them.
+        #[arg(long, conflicts_with_all = ["json", "tree"])]
+        wide: bool,
         /// Only processes that escaped (with their reasons).
         #[arg(long)]
         escaped: bool,

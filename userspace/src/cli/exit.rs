@@ -13,6 +13,8 @@ pub const PARTIAL: u8 = 2;
 pub const SURVIVORS: u8 = 3;
 /// Bad command line or input.
 pub const USAGE: u8 = 64;
+/// A file the user named does not exist (a pidfile, a cgroup, a journal).
+pub const NO_INPUT: u8 = 66;
 /// Tracking is not loaded.
 pub const NOT_LOADED: u8 = 69;
 /// Internal or operating-system failure.
@@ -32,6 +34,7 @@ Exit codes:
   2   some targets could not be signalled
   3   survivors remain after the timeout or retry schedule
   64  usage error (bad option, signal, service name or input)
+  66  a named file does not exist (pidfile, cgroup, journal directory)
   69  tracking is not loaded (start `bpfkill daemon` or `bpfkill load`)
   70  internal or operating-system failure
   77  permission denied (bpfkill needs root)
@@ -42,6 +45,7 @@ pub fn of_error(e: &Error) -> u8 {
     match e {
         Error::NotLoaded(_) => NOT_LOADED,
         Error::Usage(_) | Error::Refused(_) => USAGE,
+        Error::NoInput(_) => NO_INPUT,
         Error::UnknownService(_) | Error::NoSuchProcess(_) | Error::NotTracked(_) => NOTHING_MATCHED,
         Error::Permission(_) => NO_PERMISSION,
         Error::Exec { source, .. } if source.kind() == std::io::ErrorKind::NotFound => NOT_FOUND,

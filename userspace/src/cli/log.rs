@@ -5,7 +5,10 @@ use std::{
     path::Path,
 };
 
-use bpfkill::forensics::{journal, log};
+use bpfkill::{
+    forensics::{journal, log},
+    lineage::registry,
+};
 
 use super::exit;
 
@@ -18,6 +21,9 @@ pub fn run(
     follow: bool,
     stdout: &mut impl Write,
 ) -> anyhow::Result<u8> {
+    if let Some(name) = &service {
+        registry::validate_name(name)?;
+    }
     let filter = journal::Filter {
         service,
         pid,

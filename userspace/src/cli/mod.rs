@@ -25,7 +25,7 @@ pub fn main() -> anyhow::Result<u8> {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            eprintln!("bpfkill: {} (see --help)", one_line(&e));
+            eprintln!("bpfkill: {} (see --help)", bpfkill::text::escape(&one_line(&e)));
             return Ok(exit::USAGE);
         }
         Err(e) => {
@@ -55,9 +55,10 @@ pub fn main() -> anyhow::Result<u8> {
         Some(Command::Ps {
             service,
             tree,
+            wide,
             escaped,
             json,
-        }) => ps::run(&paths, service.as_deref(), tree, escaped, json, &mut stdout),
+        }) => ps::run(&paths, service.as_deref(), tree, wide, escaped, json, &mut stdout),
         Some(Command::Status { json }) => status::run(&paths, json, &mut stdout),
         Some(Command::Daemon {
             load,

@@ -4,6 +4,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 
 use bpfkill::{
     forensics::ps::{self, render},
+    lineage::registry,
     tracking::{PinPaths, Tracking},
 };
 
@@ -13,6 +14,7 @@ pub fn run(
     paths: &PinPaths,
     service: Option<&str>,
     tree: bool,
+    wide: bool,
     escaped: bool,
     json: bool,
     stdout: &mut impl Write,
@@ -23,6 +25,12 @@ pub fn run(
         escaped_only: escaped,
     };
     let entries = ps::list(&tracking, paths, &query)?;
+    for svc in registry::list(&tracking) {
+        let untagged = tracking.service_stats(svc.id).untagged;
+        if untagged > 0 && service.is_none_or(|n| n == svc.name) {
+            eprintln!("bpfkill: {}", registry::untagged_warning(&svc.name, untagged));
+        }
+    }
     let terminal = std::io::stdout().is_terminal();
     let mut out = BufWriter::with_capacity(1 << 16, stdout);
     if json {
@@ -32,7 +40,7 @@ pub fn run(
         let colour = terminal && std::env::var_os("NO_COLOR").is_none();
         render::write_tree(&tracking, &entries, colour, &mut out)?;
     } else {
-        render::write_table(&entries, &mut out)?;
+        render::write_table(&entries, wide, &mut out)?;
     }
     out.flush()?;
     // The process ends now: freeing 10,000 entries one by one would only delay it.

@@ -7,7 +7,7 @@ use bpfkill::{forensics::status, tracking::PinPaths};
 use super::exit;
 
 pub fn run(paths: &PinPaths, json: bool, out: &mut impl Write) -> anyhow::Result<u8> {
-    let s = status::gather(paths);
+    let s = status::gather(paths)?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &s)?;
         writeln!(out)?;

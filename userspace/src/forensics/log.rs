@@ -8,7 +8,10 @@ use std::{
 };
 
 use super::journal::{self, Filter, Record};
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    text::Escaped,
+};
 
 /// How to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +53,13 @@ fn warn_skipped(skipped: &[String]) {
 
 /// Prints the matching history; returns how many records were printed.
 pub fn show(dir: &Path, filter: &Filter, format: Format, out: &mut impl Write) -> Result<usize> {
+    journal::ensure_dir_or_absent(dir)?;
     let outcome = journal::read_all(dir)?;
     warn_skipped(&outcome.skipped);
     if !dir.join(journal::ACTIVE_FILE).exists() {
         eprintln!(
             "bpfkill: no journal in {} (the journal is written by `bpfkill daemon`)",
-            dir.display()
+            Escaped(&dir.display().to_string())
         );
     }
     let mut n = 0;
@@ -70,6 +74,7 @@ pub fn show(dir: &Path, filter: &Filter, format: Format, out: &mut impl Write) -
 /// Prints the matching history, then follows the journal, printing new records as the daemon
 /// writes them, until interrupted or stdout closes.
 pub fn follow(dir: &Path, filter: &Filter, format: Format, out: &mut impl Write) -> Result<()> {
+    journal::ensure_dir_or_absent(dir)?;
     // Start following before reading, so nothing written in between is missed (a record may
     // then show twice; the follower's first batch drops what the history already printed).
     let changes = Changes::watch(dir);

@@ -11,8 +11,10 @@ use bpfkill_common::{programs, stat};
 use serde::Serialize;
 
 use crate::{
+    error::{Error, Result},
     lineage::registry,
     sys::{clock, mounts},
+    text::Escaped,
     tracking::{layout, PinPaths, Tracking},
 };
 
@@ -27,6 +29,10 @@ pub struct ServiceStatus {
     pub main_pid: u32,
     /// Live tagged processes.
     pub processes: usize,
+    /// Children the kernel could not tag (the tag map was full).
+    pub untagged: u64,
+    /// Processes killed in the kernel by doom mode, each counted once.
+    pub kernel_kills: u64,
 }
 
 /// Everything `status` reports.
@@ -65,9 +71,11 @@ pub struct ProgramStatus {
     pub attached: bool,
 }
 
-/// Gathers the status; never fails (what cannot be read is reported as such).
-pub fn gather(paths: &PinPaths) -> Status {
-    let pinned: BTreeMap<&str, bool> = paths.pinned_links().into_iter().collect();
+/// Gathers the status. What cannot be read is reported as such; the one error is
+/// [`Error::Permission`], when this process may not look at the pins (the answer would be a
+/// wrong "not loaded").
+pub fn gather(paths: &PinPaths) -> Result<Status> {
+    let pinned: BTreeMap<&str, bool> = paths.pinned_links()?.into_iter().collect();
     let mut programs: Vec<ProgramStatus> = programs::TRACKING
         .iter()
         .map(|(name, tp)| ProgramStatus {
@@ -81,7 +89,11 @@ pub fn gather(paths: &PinPaths) -> Status {
         tracepoint: format!("iter/{kind}"),
         attached: paths.link(name).exists(),
     }));
-    let tracking = Tracking::open(paths).ok();
+    let tracking = match Tracking::open(paths) {
+        Ok(t) => Some(t),
+        Err(e @ Error::Permission(_)) => return Err(e),
+        Err(_) => None,
+    };
     // The layout in use when loaded; otherwise what a load would detect.
     let layout = match tracking.as_ref().map(Tracking::layout) {
         Some(Ok(l)) => Ok(l),
@@ -125,11 +137,14 @@ pub fn gather(paths: &PinPaths) -> Status {
         status.max_tagged = tracking.max_tags();
         for svc in registry::list(&tracking) {
             let processes = tags.iter().filter(|(_, t)| t.service_id == svc.id).count();
+            let counters = tracking.service_stats(svc.id);
             status.services.push(ServiceStatus {
                 name: svc.name,
                 id: svc.id,
                 main_pid: svc.record.main_pid,
                 processes,
+                untagged: counters.untagged,
+                kernel_kills: counters.kernel_kills,
             });
         }
         for (i, v) in tracking.stats().iter().enumerate() {
@@ -139,7 +154,7 @@ pub fn gather(paths: &PinPaths) -> Status {
             }
         }
     }
-    status
+    Ok(status)
 }
 
 /// Writes the status for people.
@@ -204,8 +219,14 @@ pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
             writeln!(
                 out,
                 "{:<24} {:>5} {:>9} {:>9}",
-                svc.name, svc.id, svc.main_pid, svc.processes
+                Escaped(&svc.name),
+                svc.id,
+                svc.main_pid,
+                svc.processes
             )?;
+        }
+        for svc in s.services.iter().filter(|s| s.untagged > 0) {
+            writeln!(out, "{}", registry::untagged_warning(&svc.name, svc.untagged))?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use std::{
     path::PathBuf,
 };
 
-use bpfkill_common::Tag;
+use bpfkill_common::{tag_flags, Tag};
 use serde::Serialize;
 
 use super::resolve::Resolved;
@@ -179,6 +179,32 @@ pub fn collect(tracking: &Tracking, sel: &Selection) -> Result<Vec<Candidate>> {
         }
     }
     Ok(out)
+}
+
+/// For a PID subtree: the tagged processes of the service that the subtree leaves out
+/// because their lineage is unknown (they, or the ancestor their recorded lineage stops at,
+/// were adopted by `track`), so they may descend from the root without bpfkill knowing.
+pub fn unknown_lineage(tracking: &Tracking, sel: &Selection, selected: &[Candidate]) -> Vec<u32> {
+    let Some((root_pid, root_ticks)) = sel.target.root.filter(|_| sel.target.subtree) else {
+        return Vec::new();
+    };
+    let tags: HashMap<u32, Tag> = tracking.service_tags(sel.target.service.id).into_iter().collect();
+    let creators = Creators::new(tracking, &tags);
+    let root = (root_pid, clock::ticks_to_ns(root_ticks));
+    let mut out: Vec<u32> = tags
+        .iter()
+        .filter(|(pid, _)| !selected.iter().any(|c| c.pid == **pid))
+        .filter(|(&pid, tag)| {
+            let (top, _) = creators.topmost((pid, tag.start_ns));
+            top != root.0
+                && tags
+                    .get(&top)
+                    .is_some_and(|t| t.flags & tag_flags::ADOPTED != 0 && t.flags & tag_flags::MAIN == 0)
+        })
+        .map(|(&pid, _)| pid)
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// Fills in the escape reasons of tagged candidates.

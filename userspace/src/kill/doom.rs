@@ -26,20 +26,23 @@ const DOOM_SETTLE: Duration = Duration::from_millis(20);
 impl Kill<'_> {
     /// SIGKILL with doom mode, until no target is left (or [`DOOM_LIMIT`]).
     pub(super) fn doom_pass(&mut self) -> Result<()> {
-        let whole_service = !self.sel.target.subtree;
-        if whole_service {
-            self.doom_whole_service()?;
+        let owner = !self.sel.target.subtree && self.doom_whole_service()?;
+        if !self.sel.target.subtree && !owner {
+            // Another kill of this service dooms it in the kernel: the kills the kernel makes
+            // now are not this kill's alone.
+            self.report.concurrent_kill = true;
         }
         let result = self.doom_loop();
-        if whole_service {
+        if owner {
             self.tracking.undoom_service(self.sel.target.service.id);
         }
         result
     }
 
     /// Dooms every tagged process of the service at once, in the kernel, after sparing the
-    /// protected ones (bpfkill and its ancestors, if they belong to it).
-    fn doom_whole_service(&mut self) -> Result<()> {
+    /// protected ones (bpfkill and its ancestors, if they belong to it). False when another
+    /// kill holds the service's doom.
+    fn doom_whole_service(&mut self) -> Result<bool> {
         let id = self.sel.target.service.id;
         for pid in self.guard.protected_pids() {
             if let Some(tag) = self.tracking.tag(pid).filter(|t| t.service_id == id) {
@@ -48,8 +51,9 @@ impl Kill<'_> {
                 }
             }
         }
-        let expiry = clock::boot_now_ns() + (DOOM_LIMIT + Duration::from_secs(5)).as_nanos() as u64;
-        self.tracking.doom_service(id, expiry)
+        let now = clock::boot_now_ns();
+        let expiry = now + (DOOM_LIMIT + Duration::from_secs(5)).as_nanos() as u64;
+        self.tracking.doom_service(id, expiry, now)
     }
 
     fn doom_loop(&mut self) -> Result<()> {

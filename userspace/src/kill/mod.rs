@@ -20,8 +20,6 @@ use std::{
     path::PathBuf,
 };
 
-use bpfkill_common::stat;
-
 use self::{
     candidates::{Candidate, Selection, Whom},
     report::{KillReport, Outcome, ProcessResult},
@@ -106,11 +104,17 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
         live: Vec::new(),
     };
 
+    k.report.untagged = k.tracking.service_stats(k.sel.target.service.id).untagged;
+    if k.sel.target.subtree {
+        let selected = k.collect()?;
+        k.report.left_out = candidates::unknown_lineage(k.tracking, &k.sel, &selected);
+    }
     if req.dry_run {
         k.dry_run()?;
         return Ok(k.report);
     }
-    let kernel_kills_before = k.tracking.stats()[stat::DOOM_KILLS as usize];
+    let service_id = k.sel.target.service.id;
+    let kernel_kills_before = k.tracking.service_stats(service_id).kernel_kills;
     for step in &req.schedule.steps {
         match *step {
             Step::Send(sig) if sig == Signal::KILL && k.sel.whom == Whom::All => k.doom_pass()?,
@@ -126,7 +130,11 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
     if k.report.waited {
         k.finish_wait()?;
     }
-    k.report.kernel_kills = k.tracking.stats()[stat::DOOM_KILLS as usize].saturating_sub(kernel_kills_before);
+    k.report.kernel_kills = k
+        .tracking
+        .service_stats(service_id)
+        .kernel_kills
+        .saturating_sub(kernel_kills_before);
     Ok(k.report)
 }
 

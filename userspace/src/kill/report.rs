@@ -6,7 +6,11 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::candidates::Candidate;
-use crate::sys::{guard::Protected, signal::Signal};
+use crate::{
+    lineage::registry,
+    sys::{guard::Protected, signal::Signal},
+    text::Escaped,
+};
 
 /// What happened to one candidate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,9 +111,18 @@ pub struct KillReport {
     pub waited: bool,
     /// Dry run: nothing was signalled.
     pub dry_run: bool,
-    /// SIGKILLs sent by the kernel to doomed processes during the kill (children killed
-    /// before they ran, creators killed as they forked).
+    /// Processes of the service the kernel killed during the kill (children killed before
+    /// they ran, creators killed as they forked), each counted once.
     pub kernel_kills: u64,
+    /// Another kill of the same service held its doom: the kernel's kills are shared, not
+    /// this kill's to claim.
+    pub concurrent_kill: bool,
+    /// Children of the service's processes the kernel could not tag (its tag map was full):
+    /// processes of the service this kill may have missed.
+    pub untagged: u64,
+    /// Tagged processes of the service a PID subtree left out because their lineage is
+    /// unknown (adopted by `track`): they may belong to the subtree.
+    pub left_out: Vec<u32>,
     /// Doom mode was requested but could not be armed (why).
     pub doom_unavailable: Option<String>,
 }
@@ -146,6 +159,9 @@ struct JsonSummary<'a> {
     failed: usize,
     survivors: usize,
     kernel_kills: u64,
+    concurrent_kill: bool,
+    untagged: u64,
+    left_out: &'a [u32],
     exit_code: u8,
 }
 
@@ -159,6 +175,9 @@ impl KillReport {
             waited: false,
             dry_run: false,
             kernel_kills: 0,
+            concurrent_kill: false,
+            untagged: 0,
+            left_out: Vec::new(),
             doom_unavailable: None,
         }
     }
@@ -177,14 +196,16 @@ impl KillReport {
         self.count(|r| r.exited == Some(false))
     }
 
-    /// The verdict: survivors after waiting, else some could not be signalled, else nothing
+    /// The verdict: survivors after waiting, else some could not be signalled (or processes
+    /// of unknown lineage were left out of a PID subtree), else nothing
     /// matched, else done. Kills by the kernel during a SIGKILL of the service count as
     /// signals: on a slow machine a fork bomb can be gone, killed at its next system call,
     /// before bpfkill signals any process of it itself.
     pub fn verdict(&self) -> Verdict {
         if self.waited && self.survivors() > 0 {
             Verdict::Survivors
-        } else if self.count(|r| r.outcome.is_failure()) > 0 {
+        } else if self.count(|r| r.outcome.is_failure()) > 0 || !self.left_out.is_empty() || self.untagged > 0
+        {
             Verdict::Partial
         } else if self.dry_run {
             if self.count(|r| r.outcome == Outcome::WouldSignal) > 0 {
@@ -192,7 +213,7 @@ impl KillReport {
             } else {
                 Verdict::NothingMatched
             }
-        } else if self.signalled() == 0 && self.kernel_kills == 0 {
+        } else if self.signalled() == 0 && (self.kernel_kills == 0 || self.concurrent_kill) {
             Verdict::NothingMatched
         } else {
             Verdict::Done
@@ -237,7 +258,7 @@ impl KillReport {
                 out,
                 "{:>7} {:<16} [{}] {what}",
                 c.pid,
-                comm,
+                Escaped(comm),
                 c.evidence.names().join(",")
             )?;
         }
@@ -259,16 +280,37 @@ impl KillReport {
             self.signal
         )?;
         if self.kernel_kills > 0 {
-            write!(
-                out,
-                "; {} kill(s) in the kernel during the kill",
-                self.kernel_kills
-            )?;
+            write!(out, "; {} process(es) killed in the kernel", self.kernel_kills)?;
+            if self.concurrent_kill {
+                write!(
+                    out,
+                    " (another kill of this service was under way: not all are this kill's)"
+                )?;
+            }
         }
         if self.waited {
             write!(out, "; {} survivor(s)", self.survivors())?;
         }
-        writeln!(out)
+        writeln!(out)?;
+        if self.untagged > 0 {
+            writeln!(
+                out,
+                "{}",
+                registry::untagged_warning(&self.service, self.untagged)
+            )?;
+        }
+        if !self.left_out.is_empty() {
+            let pids: Vec<String> = self.left_out.iter().map(u32::to_string).collect();
+            writeln!(
+                out,
+                "left out: {} process(es) of {} whose lineage is unknown (adopted by `track`), which may descend from it: {}; `--service {}` signals them",
+                self.left_out.len(),
+                Escaped(&self.service),
+                pids.join(" "),
+                Escaped(&self.service)
+            )?;
+        }
+        Ok(())
     }
 
     /// Writes one JSON object per process, then a summary object (with the exit code the
@@ -304,6 +346,9 @@ impl KillReport {
             failed: self.count(|r| matches!(r.outcome, Outcome::Failed(_))),
             survivors: self.survivors(),
             kernel_kills: self.kernel_kills,
+            concurrent_kill: self.concurrent_kill,
+            untagged: self.untagged,
+            left_out: &self.left_out,
             exit_code,
         };
         serde_json::to_writer(&mut *out, &summary)?;

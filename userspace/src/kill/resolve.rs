@@ -72,10 +72,13 @@ pub fn resolve_target(tracking: &Tracking, target: &Target) -> Result<Resolved> 
         .into_iter()
         .find(|s| s.id == tag.service_id)
         .ok_or_else(|| Error::UnknownService(format!("#{}", tag.service_id)))?;
+    // The service's main process names the whole service (what a pidfile usually names):
+    // the same processes as `--service`, adopted ones of unknown lineage included.
+    let is_main = service.record.main_pid == pid && clock::ns_to_ticks(service.record.main_start_ns) == ticks;
     Ok(Resolved {
         service,
         root: Some((pid, ticks)),
-        subtree: true,
+        subtree: !is_main,
     })
 }
 
@@ -94,8 +97,7 @@ pub fn dedicated_cgroup(
             ));
         }
         cgroup::check_dedicated(dir, &protected)?;
-        let dir =
-            std::fs::canonicalize(dir).map_err(|e| Error::io(format!("cgroup {}", dir.display()), e))?;
+        let dir = cgroup::canonical(dir)?;
         return Ok(Some(Dedicated {
             dir,
             source: "--cgroup",

@@ -39,16 +39,28 @@ impl Schedule {
         }
     }
 
-    /// Send, wait up to `t`, SIGKILL the survivors, wait up to `t` again.
+    /// Send, wait up to `t`, SIGKILL the survivors, wait for them to go (up to `t`, and at
+    /// least [`KILL_REAP`]). `t` zero is no grace: the SIGKILL follows at once.
     pub fn timeout(sig: Signal, t: Duration) -> Self {
-        Self {
-            steps: vec![
-                Step::Send(sig),
-                Step::Wait(Some(t)),
-                Step::Send(Signal::KILL),
-                Step::Wait(Some(t)),
-            ],
+        let mut steps = vec![Step::Send(sig)];
+        if !t.is_zero() {
+            steps.push(Step::Wait(Some(t)));
         }
+        steps.push(Step::Send(Signal::KILL));
+        steps.push(Step::Wait(Some(t)));
+        Self::with_reap_floor(steps)
+    }
+
+    /// A SIGKILL cannot be caught, but the kernel needs a moment to tear a process down: a
+    /// wait right after a SIGKILL lasts at least [`KILL_REAP`] (it ends as soon as every
+    /// target is gone), so "KILL, then wait 0" reports survivors only if they really stay.
+    fn with_reap_floor(mut steps: Vec<Step>) -> Self {
+        for i in 1..steps.len() {
+            if let (Step::Send(Signal::KILL), Step::Wait(Some(t))) = (steps[i - 1], steps[i]) {
+                steps[i] = Step::Wait(Some(t.max(KILL_REAP)));
+            }
+        }
+        Self { steps }
     }
 
     /// True when the schedule waits for the targets to go.
@@ -67,7 +79,7 @@ impl Schedule {
             return Err(bad("empty item"));
         }
         if items.len() == 1 {
-            let t = parse_timeout(items[0]).ok_or_else(|| bad("a lone item must be a timeout"))?;
+            let t = parse_timeout(items[0])?.ok_or_else(|| bad("a lone item must be a timeout"))?;
             return Ok(Self::timeout(default_signal, t));
         }
         let mut steps = Vec::new();
@@ -78,7 +90,7 @@ impl Schedule {
                     return Err(bad("`forever` must come last"));
                 }
                 forever = true;
-            } else if let Some(t) = parse_timeout(item) {
+            } else if let Some(t) = parse_timeout(item)? {
                 steps.push(Step::Wait(Some(t)));
             } else {
                 let name = item.strip_prefix('-').unwrap_or(item);
@@ -100,24 +112,43 @@ impl Schedule {
             }
             steps.push(Step::Wait(None));
         }
-        Ok(Self { steps })
+        Ok(Self::with_reap_floor(steps))
     }
 }
 
-/// A timeout item: a bare number of seconds, or a duration with units.
-fn parse_timeout(item: &str) -> Option<Duration> {
-    if let Ok(secs) = item.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+/// The shortest wait after a SIGKILL (see [`Schedule::timeout`]).
+pub const KILL_REAP: Duration = Duration::from_secs(5);
+
+/// The longest wait a schedule accepts: anything longer is a typo, not a plan (and would
+/// overflow the clock arithmetic of the wait).
+pub const MAX_WAIT: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A timeout item: a bare number of seconds, or a duration with units. `Ok(None)` when the
+/// item is not a duration at all; an error when it is one, but longer than [`MAX_WAIT`].
+fn parse_timeout(item: &str) -> Result<Option<Duration>> {
+    let d = if !item.is_empty() && item.chars().all(|c| c.is_ascii_digit()) {
+        // Seconds; more than u64 holds is still a duration, an absurd one.
+        item.parse::<u64>().map_or(Duration::MAX, Duration::from_secs)
+    } else if item.starts_with(|c: char| c.is_ascii_digit()) {
+        match humantime::parse_duration(item) {
+            Ok(d) => d,
+            Err(humantime::DurationError::NumberOverflow) => Duration::MAX,
+            Err(_) => return Ok(None),
+        }
+    } else {
+        return Ok(None);
+    };
+    if d > MAX_WAIT {
+        return Err(Error::Usage(format!(
+            "duration {item:?} is too long (at most 366 days)"
+        )));
     }
-    if item.starts_with(|c: char| c.is_ascii_digit()) {
-        return humantime::parse_duration(item).ok();
-    }
-    None
+    Ok(Some(d))
 }
 
 /// Parses a `--timeout` duration (`10s`, `500ms`, or seconds).
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    parse_timeout(text.trim())
+    parse_timeout(text.trim())?
         .ok_or_else(|| Error::Usage(format!("invalid duration {text:?} (e.g. 10s, 500ms, 2m)")))
 }
 
@@ -150,6 +181,41 @@ mod tests {
         let s = Schedule::parse_retry("TERM/500ms", Signal::TERM).unwrap();
         assert_eq!(s.steps[1], Step::Wait(Some(Duration::from_millis(500))));
         assert!(s.waits());
+    }
+
+    #[test]
+    fn no_grace_escalates_at_once_and_waits_for_the_kill() {
+        let s = Schedule::timeout(Signal::TERM, Duration::ZERO);
+        assert_eq!(
+            s.steps,
+            vec![
+                Step::Send(Signal::TERM),
+                Step::Send(Signal::KILL),
+                Step::Wait(Some(KILL_REAP))
+            ]
+        );
+        let s = Schedule::parse_retry("TERM/1/KILL/0", Signal::TERM).unwrap();
+        assert_eq!(s.steps.last(), Some(&Step::Wait(Some(KILL_REAP))));
+    }
+
+    #[test]
+    fn absurd_durations_are_usage_errors_not_panics() {
+        for text in [
+            "99999999999999999999",
+            "18446744073709551615s",
+            "400days",
+            "9999999999999999999h",
+        ] {
+            assert!(matches!(parse_duration(text), Err(Error::Usage(_))), "{text}");
+            assert!(
+                matches!(
+                    Schedule::parse_retry(&format!("TERM/{text}"), Signal::TERM),
+                    Err(Error::Usage(_))
+                ),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_duration("366days").unwrap(), MAX_WAIT);
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub struct Waitee {
 /// Waits until every waitee has exited or `timeout` passes (None: forever). Returns the
 /// survivors; the ones that exited are dropped (their pidfds closed).
 pub fn wait_all(mut waitees: Vec<Waitee>, timeout: Option<Duration>) -> Vec<Waitee> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A deadline past what the clock can hold is no deadline.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let tty = std::io::stderr().is_terminal();
     let mut shown = usize::MAX;
     while !waitees.is_empty() {

@@ -98,6 +98,7 @@ fn adopt_one(
         service_id,
         flags: tag_flags::ADOPTED | tag_flags::START_FROM_PROC | extra_flags,
         start_ns: clock::ticks_to_ns(start_ticks),
+        comm: procs::comm(pid).unwrap_or_default(),
         ..Tag::default()
     };
     tracking.set_tag(pid, &tag)?;

@@ -1,8 +1,11 @@
-//! Escape reasons: how a tagged process slipped out of its service's ordinary control.
+//! Escape reasons: how a tagged process left where its service's process tree would have put
+//! it. Each reason compares the process with what the kernel recorded when it was created
+//! (its creator, cgroup and name) or with its creator now, never with a guess, so that plain
+//! `sh -c 'sleep 1 & exec sleep 2'` shows no escape at all.
 
 use std::{borrow::Cow, path::Path};
 
-use bpfkill_common::{tag_flags, Tag};
+use bpfkill_common::{tag_flags, user::c_str, Tag};
 use procfs::process::Process;
 use serde::Serialize;
 
@@ -14,17 +17,30 @@ pub enum Reason {
     Reparented,
     /// Its cgroup differs from the one it was forked in.
     LeftCgroup,
-    /// It called setsid: its session differs from the main process's.
+    /// It called setsid: it leads a session of its own, or its session differs from its
+    /// creator's (the main process's when the creator has exited).
     NewSession,
-    /// It lives in another PID namespace.
+    /// It lives in another PID namespace than its creator (or the main process).
     NewPidns,
-    /// Its comm differs from the basename of its exe.
+    /// Its name differs from the one the kernel gave it at its fork or last exec.
     Renamed,
-    /// It runs a different binary than its creator did.
+    /// It exec'd a binary that neither its creator nor the service's main process runs.
     Exec,
 }
 
 impl Reason {
+    /// A short form for narrow columns (`ps` without `--wide`).
+    pub fn abbrev(self) -> &'static str {
+        match self {
+            Reason::Reparented => "rep",
+            Reason::LeftCgroup => "cg",
+            Reason::NewSession => "sid",
+            Reason::NewPidns => "ns",
+            Reason::Renamed => "ren",
+            Reason::Exec => "exe",
+        }
+    }
+
     /// The stable name.
     pub fn name(self) -> &'static str {
         match self {
@@ -42,6 +58,8 @@ impl Reason {
 /// when built from a snapshot that outlives it (a listing of 10,000 processes copies none).
 #[derive(Debug, Clone, Default)]
 pub struct Facts<'a> {
+    /// Its PID.
+    pub pid: u32,
     /// Parent PID.
     pub ppid: u32,
     /// Session id.
@@ -62,6 +80,7 @@ impl Facts<'static> {
         let p = Process::new(pid as i32).ok()?;
         let stat = p.stat().ok()?;
         Some(Self {
+            pid,
             ppid: stat.ppid as u32,
             sid: stat.session as u32,
             pidns: p
@@ -83,7 +102,7 @@ pub struct Context<'a> {
 }
 
 /// The escape reasons of a process with tag `tag` and facts `facts`; `creator` are the
-/// creator's facts when the creator is alive.
+/// creator's facts when the creator (the same process, not a reused PID) is alive.
 pub fn reasons(tag: &Tag, facts: &Facts<'_>, creator: Option<&Facts<'_>>, ctx: &Context<'_>) -> Vec<Reason> {
     let mut out = Vec::new();
     let forked = tag.flags & tag_flags::FORKED != 0;
@@ -93,30 +112,28 @@ pub fn reasons(tag: &Tag, facts: &Facts<'_>, creator: Option<&Facts<'_>>, ctx: &
     if forked && tag.cgroup_id != 0 && facts.cgroup_id.is_some_and(|id| id != tag.cgroup_id) {
         out.push(Reason::LeftCgroup);
     }
-    if let Some(main) = ctx.main {
-        if facts.sid != main.sid {
-            out.push(Reason::NewSession);
-        }
-        if facts.pidns.is_some() && main.pidns.is_some() && facts.pidns != main.pidns {
+    // Compared with the creator, or, when it has exited, with the service's main process.
+    let reference = creator.or(ctx.main);
+    // A forked child starts in its creator's session, never as a session leader.
+    if forked && (facts.sid == facts.pid || reference.is_some_and(|r| r.sid != facts.sid)) {
+        out.push(Reason::NewSession);
+    }
+    if forked {
+        let ns = reference.and_then(|f| f.pidns);
+        if facts.pidns.is_some() && ns.is_some() && facts.pidns != ns {
             out.push(Reason::NewPidns);
         }
     }
-    if let Some(exe) = &facts.exe {
-        let base = exe.rsplit('/').next().unwrap_or(exe);
-        let base = base.strip_suffix(" (deleted)").unwrap_or(base);
-        // comm is the first 15 bytes of the basename unless the process renamed itself (a
-        // cut through a multi-byte character shows as U+FFFD at its end).
-        let comm = facts.comm.trim_end_matches('\u{FFFD}');
-        if !base.starts_with(comm) {
-            out.push(Reason::Renamed);
-        }
+    let given = c_str(&tag.comm);
+    if !given.is_empty() && facts.comm != given {
+        out.push(Reason::Renamed);
     }
     if forked && tag.flags & tag_flags::EXECED != 0 {
-        let same_as_creator = match (creator.and_then(|c| c.exe.as_ref()), &facts.exe) {
-            (Some(c), Some(me)) => c == me,
-            _ => false,
+        let known = |f: Option<&Facts<'_>>| {
+            f.and_then(|f| f.exe.as_ref())
+                .is_some_and(|exe| facts.exe.as_ref() == Some(exe))
         };
-        if !same_as_creator {
+        if facts.exe.is_some() && !known(creator) && !known(ctx.main) {
             out.push(Reason::Exec);
         }
     }
@@ -127,8 +144,9 @@ pub fn reasons(tag: &Tag, facts: &Facts<'_>, creator: Option<&Facts<'_>>, ctx: &
 mod tests {
     use super::*;
 
-    fn facts(ppid: u32, sid: u32, comm: &'static str, exe: &'static str) -> Facts<'static> {
+    fn facts(pid: u32, ppid: u32, sid: u32, comm: &'static str, exe: &'static str) -> Facts<'static> {
         Facts {
+            pid,
             ppid,
             sid,
             pidns: Some(1),
@@ -138,56 +156,89 @@ mod tests {
         }
     }
 
+    fn comm(name: &str) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        c[..name.len()].copy_from_slice(name.as_bytes());
+        c
+    }
+
+    fn forked(creator: u32, name: &str) -> Tag {
+        Tag {
+            flags: tag_flags::FORKED,
+            creator_pid: creator,
+            cgroup_id: 10,
+            comm: comm(name),
+            ..Tag::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_shell_pipeline_has_no_escape() {
+        // sh -c 'sleep 1 & exec sleep 2': the main process exec'd sleep, its child exec'd
+        // sleep too, both in the main's session, both named by exec.
+        let main = facts(100, 1, 100, "sleep", "/usr/bin/sleep");
+        let ctx = Context { main: Some(&main) };
+        let child = Tag {
+            flags: tag_flags::FORKED | tag_flags::EXECED,
+            ..forked(100, "sleep")
+        };
+        let f = facts(101, 100, 100, "sleep", "/usr/bin/sleep");
+        assert!(reasons(&child, &f, Some(&main), &ctx).is_empty());
+        // `sh` is named sh by exec even though /bin/sh is dash: not a rename.
+        let sh = facts(102, 100, 100, "sh", "/usr/bin/dash");
+        let sh_tag = Tag {
+            flags: tag_flags::FORKED | tag_flags::EXECED,
+            ..forked(100, "sh")
+        };
+        assert_eq!(reasons(&sh_tag, &sh, Some(&main), &ctx), vec![Reason::Exec]);
+    }
+
     #[test]
     fn each_reason() {
-        let tag = Tag {
-            flags: tag_flags::FORKED,
-            creator_pid: 5,
-            cgroup_id: 10,
-            ..Tag::default()
-        };
-        let main = facts(1, 100, "svc", "/usr/bin/svc");
+        let main = facts(5, 1, 5, "svc", "/usr/bin/svc");
         let ctx = Context { main: Some(&main) };
-        assert!(reasons(&tag, &facts(5, 100, "svc", "/usr/bin/svc"), None, &ctx).is_empty());
-        let r = reasons(&tag, &facts(1, 200, "kworker", "/usr/bin/svc"), None, &ctx);
+        let tag = forked(5, "svc");
+        let r = reasons(&tag, &facts(6, 1, 6, "kworker", "/usr/bin/svc"), None, &ctx);
         assert_eq!(r, vec![Reason::Reparented, Reason::NewSession, Reason::Renamed]);
-        let mut moved = facts(5, 100, "svc", "/usr/bin/svc");
+        let mut moved = facts(6, 5, 5, "svc", "/usr/bin/svc");
         moved.cgroup_id = Some(11);
         moved.pidns = Some(2);
         assert_eq!(
-            reasons(&tag, &moved, None, &ctx),
+            reasons(&tag, &moved, Some(&main), &ctx),
             vec![Reason::LeftCgroup, Reason::NewPidns]
+        );
+        // A session differing from the live creator's, without leading one.
+        let creator = facts(7, 5, 7, "svc", "/usr/bin/svc");
+        let under = facts(8, 7, 5, "svc", "/usr/bin/svc");
+        assert_eq!(
+            reasons(&forked(7, "svc"), &under, Some(&creator), &ctx),
+            vec![Reason::NewSession]
         );
         let execed = Tag {
             flags: tag_flags::FORKED | tag_flags::EXECED,
-            ..tag
+            ..forked(5, "nc")
         };
-        let main_execed = Tag {
-            flags: tag_flags::MAIN | tag_flags::EXECED,
-            ..Tag::default()
-        };
-        assert!(reasons(&main_execed, &facts(1, 100, "sh", "/bin/sh"), None, &ctx).is_empty());
-        let creator = facts(1, 100, "svc", "/usr/bin/svc");
-        assert!(reasons(
-            &execed,
-            &facts(5, 100, "svc", "/usr/bin/svc"),
-            Some(&creator),
-            &ctx
-        )
-        .is_empty());
         assert_eq!(
-            reasons(&execed, &facts(5, 100, "sh", "/bin/sh"), Some(&creator), &ctx),
+            reasons(&execed, &facts(9, 5, 5, "nc", "/usr/bin/nc"), Some(&main), &ctx),
             vec![Reason::Exec]
         );
     }
 
     #[test]
-    fn long_names_are_not_renames() {
-        let tag = Tag::default();
-        let f = facts(1, 1, "a-very-long-pro", "/opt/a-very-long-program-name");
-        assert!(reasons(&tag, &f, None, &Context { main: None }).is_empty());
-        // 15 bytes cut "é" (2 bytes) in half.
-        let f = facts(1, 1, "abcdefghijklmn\u{FFFD}", "/usr/bin/abcdefghijklmnéx");
-        assert!(reasons(&tag, &f, None, &Context { main: None }).is_empty());
+    fn main_and_adopted_processes_only_show_renames() {
+        let ctx = Context { main: None };
+        let main = Tag {
+            flags: tag_flags::MAIN | tag_flags::EXECED,
+            comm: comm("svc"),
+            ..Tag::default()
+        };
+        assert!(reasons(&main, &facts(5, 1, 5, "svc", "/usr/bin/svc"), None, &ctx).is_empty());
+        assert_eq!(
+            reasons(&main, &facts(5, 1, 5, "other", "/usr/bin/svc"), None, &ctx),
+            vec![Reason::Renamed]
+        );
+        // Tags without a recorded name never claim a rename.
+        let unnamed = Tag::default();
+        assert!(reasons(&unnamed, &facts(5, 1, 5, "x", "/usr/bin/y"), None, &ctx).is_empty());
     }
 }

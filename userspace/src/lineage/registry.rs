@@ -8,6 +8,7 @@ use bpfkill_common::{user::c_bytes, user::c_str, ServiceRecord, MAX_SERVICES, SE
 use crate::{
     error::{Error, Result},
     sys::clock,
+    text::Escaped,
     tracking::Tracking,
 };
 
@@ -36,6 +37,15 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 fn record_name(rec: &ServiceRecord) -> String {
     c_str(&rec.name).into_owned()
+}
+
+/// The warning every command gives for a service whose processes forked children the kernel
+/// could not tag (its tag map was full).
+pub fn untagged_warning(service: &str, untagged: u64) -> String {
+    format!(
+        "WARNING: {untagged} child process(es) of {} were never tagged (the tag map was full): bpfkill may not know all of its processes; load with a larger --max-tags",
+        Escaped(service)
+    )
 }
 
 /// Every registered service.
@@ -83,6 +93,7 @@ pub fn register(tracking: &mut Tracking, name: &str, main_pid: u32, main_start_n
     if let Ok(existing) = resolve(tracking, name) {
         // A new incarnation of the service is never born doomed by an old kill.
         tracking.undoom_service(existing.id);
+        tracking.reset_service_stats(existing.id);
         tracking.put_service(existing.id, &record)?;
         return Ok(Service {
             id: existing.id,
@@ -94,6 +105,7 @@ pub fn register(tracking: &mut Tracking, name: &str, main_pid: u32, main_start_n
     for id in (1..=MAX_SERVICES).filter(|id| !used.contains(id)) {
         // Taken by a concurrent registration: try the next id.
         if tracking.claim_service(id, &record)? {
+            tracking.reset_service_stats(id);
             return Ok(Service {
                 id,
                 name: name.to_string(),

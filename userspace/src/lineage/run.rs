@@ -34,6 +34,8 @@ pub fn run(
         service_id: svc.id,
         flags: tag_flags::MAIN | tag_flags::START_FROM_PROC,
         start_ns,
+        // Replaced by the kernel at the exec that follows.
+        comm: procs::comm(me).unwrap_or_default(),
         ..Tag::default()
     };
     tracking.set_tag(me, &tag)?;

@@ -59,4 +59,17 @@ impl<'a> Creators<'a> {
         }
         false
     }
+
+    /// The topmost known ancestor of (pid, start) by recorded creators (itself when its
+    /// creator is unknown), and how many steps up it is.
+    pub fn topmost(&self, proc_: Proc) -> (u32, usize) {
+        let mut cur = proc_;
+        for step in 0..4096 {
+            match self.creator_of(cur) {
+                Some(next) => cur = next,
+                None => return (cur.0, step),
+            }
+        }
+        (cur.0, 4096)
+    }
 }

@@ -78,6 +78,15 @@ fn collect_members(dir: &Path, out: &mut BTreeSet<u32>, depth: usize) -> Result<
     Ok(())
 }
 
+/// The canonical path of a cgroup directory the user named; a missing one is
+/// [`Error::NoInput`].
+pub fn canonical(dir: &Path) -> Result<PathBuf> {
+    fs::canonicalize(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NoInput(format!("cgroup {} does not exist", dir.display())),
+        _ => Error::io(format!("cgroup {}", dir.display()), e),
+    })
+}
+
 /// A cgroup accepted as belonging to one service only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dedicated {
@@ -90,7 +99,7 @@ pub struct Dedicated {
 /// Checks that `dir` is a cgroup that can be dedicated to a service: a cgroup directory, not
 /// a hierarchy root, and not holding PID 1 or any of `protected` (bpfkill and its ancestors).
 pub fn check_dedicated(dir: &Path, protected: &[u32]) -> Result<()> {
-    let dir = fs::canonicalize(dir).map_err(|e| Error::io(format!("cgroup {}", dir.display()), e))?;
+    let dir = canonical(dir)?;
     if !dir.join("cgroup.procs").is_file() {
         return Err(Error::Usage(format!(
             "{} is not a cgroup directory",

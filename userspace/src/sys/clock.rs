@@ -93,6 +93,13 @@ mod tests {
     }
 
     #[test]
+    fn the_recorded_boot_time_is_within_a_second_of_the_clocks() {
+        let (stable, now) = (boot_time_ns(), boot_epoch_ns());
+        assert!(stable.abs_diff(now) < 1_500_000_000, "{stable} vs {now}");
+        assert_eq!(boot_time_ns(), stable);
+    }
+
+    #[test]
     fn boot_time_maps_to_now() {
         let wall = boot_to_wall(boot_now_ns());
         let skew = SystemTime::now()

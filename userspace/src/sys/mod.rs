@@ -1,8 +1,9 @@
 //! The operating system, with no product logic: process identity and pidfds, the guard
-//! rails, signals, cgroups, /proc, pidfiles, clocks, pseudo-filesystem mounts, scheduling.
+//! rails, signals, cgroups, /proc, pidfiles and other user-named files, clocks, pseudo-filesystem mounts, scheduling.
 
 pub mod cgroup;
 pub mod clock;
+pub mod files;
 pub mod guard;
 pub mod identity;
 pub mod mounts;

@@ -7,6 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use super::files;
 use crate::error::{Error, Result};
 
 /// A process named on the command line: by PID, or by a pidfile.
@@ -28,9 +29,24 @@ impl PidSource {
     }
 }
 
-/// Reads and checks a pidfile.
+/// Reads and checks a pidfile: a regular file (a FIFO or device is refused without
+/// blocking), owned by root and not writable by group or others; reached through a symbolic
+/// link only when root owns the link too. Holds a positive PID as its first word.
 pub fn read_pidfile(path: &Path) -> Result<u32> {
-    let meta = fs::metadata(path).map_err(|e| Error::io(format!("pidfile {}", path.display()), e))?;
+    let link = fs::symlink_metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NoInput(format!("pidfile {} does not exist", path.display())),
+        _ => Error::io(format!("pidfile {}", path.display()), e),
+    })?;
+    if link.file_type().is_symlink() && link.uid() != 0 {
+        return Err(Error::Refused(format!(
+            "pidfile {} is a symbolic link not owned by root",
+            path.display()
+        )));
+    }
+    let file = files::open_regular(path, "pidfile", true)?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("pidfile {}", path.display()), e))?;
     if meta.uid() != 0 {
         return Err(Error::Refused(format!(
             "pidfile {} is not owned by root",
@@ -43,12 +59,13 @@ pub fn read_pidfile(path: &Path) -> Result<u32> {
             path.display()
         )));
     }
-    let text = fs::read_to_string(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let data = files::read_capped(file, 4096, "pidfile", path)?;
+    let text = String::from_utf8_lossy(&data);
     let pid: u32 = text
         .split_whitespace()
         .next()
         .and_then(|t| t.parse().ok())
-        .filter(|p| *p > 0)
+        .filter(|p| *p > 0 && i32::try_from(*p).is_ok())
         .ok_or_else(|| Error::Usage(format!("pidfile {} does not hold a PID", path.display())))?;
     Ok(pid)
 }

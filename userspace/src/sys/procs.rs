@@ -15,6 +15,17 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     stat(pid).map(|s| s.starttime)
 }
 
+/// The raw `comm` of a process (its name, up to 15 bytes), NUL-padded as the kernel keeps it.
+pub fn comm(pid: u32) -> Option<[u8; 16]> {
+    let mut buf = Vec::with_capacity(32);
+    read_small(&format!("/proc/{pid}/comm"), &mut buf)?;
+    let name = buf.strip_suffix(b"\n").unwrap_or(&buf);
+    let mut out = [0u8; 16];
+    let n = name.len().min(15);
+    out[..n].copy_from_slice(&name[..n]);
+    Some(out)
+}
+
 /// True when the process has exited, though it still has a /proc entry: a zombie with no
 /// live thread. (A leader that exited before its other threads shows `Z` too, but its process
 /// lives on in them.)
@@ -127,6 +138,13 @@ mod tests {
         d.sort();
         assert_eq!(d, vec![11, 12]);
         assert!(t.descendants(14).is_empty());
+    }
+
+    #[test]
+    fn own_comm_is_read_raw() {
+        let me = comm(std::process::id()).expect("own comm");
+        let stat_comm = stat(std::process::id()).unwrap().comm;
+        assert_eq!(bpfkill_common::user::c_str(&me), stat_comm);
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
     }
     create_private_dir(paths.root())?;
     let _lock = PinLock::take(paths)?;
-    if paths.is_live() {
+    if paths.is_live()? {
         return Ok(LoadOutcome::Adopted);
     }
     create_private_dir(&paths.maps_dir())?;

@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use bpfkill_common::{maps, stat, tag_flags, Ghost, KernelLayout, ServiceRecord, Tag};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use bpfkill_common::{maps, stat, tag_flags, Ghost, KernelLayout, ServiceRecord, ServiceStats, Tag};
 
 use super::pins::PinPaths;
 use crate::error::{Error, Result};
@@ -16,7 +16,7 @@ fn open_map(paths: &PinPaths, name: &str) -> Result<MapData> {
 
 /// Opens one of the pinned maps, for consumers that need only it (the daemon's ring buffer).
 pub fn open_pinned(paths: &PinPaths, name: &str) -> Result<MapData> {
-    if !paths.is_live() {
+    if !paths.is_live()? {
         return Err(Error::NotLoaded(paths.root().to_path_buf()));
     }
     open_map(paths, name)
@@ -30,6 +30,7 @@ pub struct Tracking {
     stats: PerCpuArray<MapData, u64>,
     ghosts: HashMap<MapData, u32, Ghost>,
     doomed_services: HashMap<MapData, u32, u64>,
+    service_stats: PerCpuHashMap<MapData, u32, ServiceStats>,
     layout: Array<MapData, KernelLayout>,
     max_tags: u32,
 }
@@ -37,7 +38,7 @@ pub struct Tracking {
 impl Tracking {
     /// Opens the pinned maps; [`Error::NotLoaded`] unless every tracking link is pinned.
     pub fn open(paths: &PinPaths) -> Result<Self> {
-        if !paths.is_live() {
+        if !paths.is_live()? {
             return Err(Error::NotLoaded(paths.root().to_path_buf()));
         }
         let tags_data = open_map(paths, maps::TAGS)?;
@@ -54,6 +55,9 @@ impl Tracking {
             .map_err(|e| Error::map("ghost map", e))?;
         let doomed_services = HashMap::try_from(Map::HashMap(open_map(paths, maps::DOOMED_SERVICES)?))
             .map_err(|e| Error::map("doomed-services map", e))?;
+        let service_stats =
+            PerCpuHashMap::try_from(Map::PerCpuHashMap(open_map(paths, maps::SERVICE_STATS)?))
+                .map_err(|e| Error::map("service counters map", e))?;
         let layout = Array::try_from(Map::Array(open_map(paths, maps::LAYOUT)?))
             .map_err(|e| Error::map("layout map", e))?;
         Ok(Self {
@@ -63,6 +67,7 @@ impl Tracking {
             stats,
             ghosts,
             doomed_services,
+            service_stats,
             layout,
             max_tags,
         })
@@ -127,11 +132,45 @@ impl Tracking {
         self.set_tag(pid, &spared)
     }
 
-    /// Dooms a whole service in the kernel until `expiry_boot_ns` (CLOCK_BOOTTIME).
-    pub fn doom_service(&mut self, service_id: u32, expiry_boot_ns: u64) -> Result<()> {
-        self.doomed_services
-            .insert(service_id, expiry_boot_ns, 0)
-            .map_err(|e| Error::map(format!("doom service #{service_id}"), e))
+    /// Dooms a whole service in the kernel until `expiry_boot_ns` (CLOCK_BOOTTIME). False
+    /// when another kill has doomed it already (and its doom has not expired): that kill
+    /// owns the doom and ends it.
+    pub fn doom_service(&mut self, service_id: u32, expiry_boot_ns: u64, now_boot_ns: u64) -> Result<bool> {
+        const BPF_NOEXIST: u64 = 1;
+        if let Ok(expiry) = self.doomed_services.get(&service_id, 0) {
+            if expiry > now_boot_ns {
+                return Ok(false);
+            }
+            // A doom left behind by a kill that died: replace it.
+            let _ = self.doomed_services.remove(&service_id);
+        }
+        match self
+            .doomed_services
+            .insert(service_id, expiry_boot_ns, BPF_NOEXIST)
+        {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(e) => Err(Error::map(format!("doom service #{service_id}"), e)),
+        }
+    }
+
+    /// The kernel's counters of a service, summed over CPUs.
+    pub fn service_stats(&self, service_id: u32) -> ServiceStats {
+        let mut sum = ServiceStats::default();
+        if let Ok(values) = self.service_stats.get(&service_id, 0) {
+            for v in values.iter() {
+                sum.untagged += v.untagged;
+                sum.kernel_kills += v.kernel_kills;
+            }
+        }
+        sum
+    }
+
+    /// Clears the kernel's counters of a service (a new incarnation starts from zero).
+    pub fn reset_service_stats(&mut self, service_id: u32) {
+        let _ = self.service_stats.remove(&service_id);
     }
 
     /// Ends the doom of a service (no error when it was not doomed).

@@ -63,17 +63,39 @@ impl PinPaths {
         self.links_dir().join(name)
     }
 
-    /// Which tracking links are pinned.
-    pub fn pinned_links(&self) -> Vec<(&'static str, bool)> {
-        programs::TRACKING
-            .iter()
-            .map(|(prog, _)| (*prog, PinnedLink::from_pin(self.link(prog)).is_ok()))
-            .collect()
+    /// True when the pin tree exists; [`Error::Permission`] when this process may not look
+    /// (the tree is root's, mode 0700), so that "not loaded" is never said for "not allowed".
+    pub fn exists(&self) -> Result<bool> {
+        match fs::symlink_metadata(&self.root) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(format!("look at {}", self.root.display()), e)),
+        }
     }
 
-    /// True when every tracking program is attached through a pinned link.
-    pub fn is_live(&self) -> bool {
-        self.pinned_links().iter().all(|(_, ok)| *ok)
+    /// Whether each tracking program's link is pinned (and opens).
+    pub fn pinned_links(&self) -> Result<Vec<(&'static str, bool)>> {
+        let mut out = Vec::with_capacity(programs::TRACKING.len());
+        for (prog, _) in programs::TRACKING {
+            let pinned = match PinnedLink::from_pin(self.link(prog)) {
+                Ok(_) => true,
+                Err(e) => match Error::ebpf(format!("open the pinned link of {prog}"), e) {
+                    denied @ Error::Permission(_) => return Err(denied),
+                    _ => false,
+                },
+            };
+            out.push((prog, pinned));
+        }
+        Ok(out)
+    }
+
+    /// True when every tracking program is attached through a pinned link;
+    /// [`Error::Permission`] when this process may not tell.
+    pub fn is_live(&self) -> Result<bool> {
+        if !self.exists()? {
+            return Ok(false);
+        }
+        Ok(self.pinned_links()?.iter().all(|(_, ok)| *ok))
     }
 }
 
@@ -104,7 +126,7 @@ impl PinLock {
 
 /// Detaches everything and removes the pins. Returns false when nothing was pinned.
 pub fn unload(paths: &PinPaths) -> Result<bool> {
-    if !paths.root().exists() {
+    if !paths.exists()? {
         return Ok(false);
     }
     let _lock = PinLock::take(paths)?;

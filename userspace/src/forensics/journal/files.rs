@@ -9,7 +9,10 @@ use std::{
 };
 
 use super::record::Record;
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    sys::files,
+};
 
 /// Name of the active journal file.
 pub const ACTIVE_FILE: &str = "events.jsonl";
@@ -78,11 +81,25 @@ pub(super) fn rotated_files(dir: &Path) -> Result<Vec<usize>> {
 }
 
 /// Opens `path` for reading; None when it does not exist.
+/// A regular journal file: not through a link, never blocking on a FIFO.
 pub(super) fn open_if_exists(path: &Path) -> Result<Option<File>> {
-    match File::open(path) {
+    match files::open_regular(path, "journal file", false) {
         Ok(f) => Ok(Some(f)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("opening {}", path.display()), e)),
+        Err(Error::NoInput(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks that a journal directory is a directory, or does not exist yet.
+pub fn ensure_dir_or_absent(dir: &Path) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Usage(format!(
+            "journal directory {} is not a directory",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("journal directory {}", dir.display()), e)),
     }
 }
 

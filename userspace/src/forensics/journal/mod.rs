@@ -18,7 +18,7 @@ mod record;
 mod tests;
 mod writer;
 
-pub use files::{JournalConfig, ACTIVE_FILE, LOCK_FILE};
+pub use files::{ensure_dir_or_absent, JournalConfig, ACTIVE_FILE, LOCK_FILE};
 pub use reader::{read_all, Filter, Follower, ReadOutcome};
 pub use record::{Record, EVENT_LOST};
 pub use writer::Writer;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{Error, Result},
     sys::{clock::epoch_ns, signal::Signal},
+    text::{escape, Escaped},
     tracking::events::{Kind, TrackedEvent},
 };
 
@@ -105,51 +106,50 @@ impl Record {
         if self.is_lost() {
             return format!(
                 "{} lost {} events (ring buffer full)",
-                self.time,
+                Escaped(&self.time),
                 self.lost.unwrap_or(0)
             );
         }
         let service = if self.service.is_empty() {
             format!("#{}", self.service_id)
         } else {
-            self.service.clone()
+            escape(&self.service).into_owned()
         };
-        let mut s = format!("{} {} {} pid={}", self.time, service, self.event, self.pid);
+        let mut s = format!(
+            "{} {} {} pid={}",
+            Escaped(&self.time),
+            service,
+            Escaped(&self.event),
+            self.pid
+        );
         if self.event == Kind::Fork.name() {
             s.push_str(&format!(" ppid={}", self.ppid));
             match self.creator_pid {
                 Some(c) => s.push_str(&format!(" creator={c}")),
                 None => s.push_str(" creator=?"),
             }
-            s.push_str(&format!(" comm={}", self.comm));
+            s.push_str(&format!(" comm={}", Escaped(&self.comm)));
         } else if self.event == Kind::Exec.name() {
-            s.push_str(&format!(" exe={}", self.exe.as_deref().unwrap_or("?")));
+            s.push_str(&format!(" exe={}", Escaped(self.exe.as_deref().unwrap_or("?"))));
             if let Some(argv) = &self.argv {
                 s.push_str(&format!(" argv=\"{}\"", quote_argv(argv)));
             }
         } else if self.event == Kind::Exit.name() {
             match (&self.signal, self.exit_code) {
-                (Some(sig), _) => s.push_str(&format!(" killed by {sig}")),
+                (Some(sig), _) => s.push_str(&format!(" killed by {}", Escaped(sig))),
                 (None, Some(code)) => s.push_str(&format!(" code={code}")),
                 (None, None) => s.push_str(" code=?"),
             }
-            s.push_str(&format!(" comm={}", self.comm));
+            s.push_str(&format!(" comm={}", Escaped(&self.comm)));
         } else if !self.comm.is_empty() {
-            s.push_str(&format!(" comm={}", self.comm));
+            s.push_str(&format!(" comm={}", Escaped(&self.comm)));
         }
         s
     }
 }
 
-/// argv joined by spaces, with `"` and `\` escaped (for inside double quotes).
+/// argv joined by spaces, escaped for a terminal (see [`escape`]) and with `"` escaped, for
+/// inside double quotes.
 fn quote_argv(argv: &[String]) -> String {
-    let joined = argv.join(" ");
-    let mut out = String::with_capacity(joined.len());
-    for c in joined.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+    escape(&argv.join(" ")).replace('"', "\\\"")
 }

@@ -12,7 +12,10 @@ use super::{
     files::{active_path, last_byte, rotated_files, rotated_path, JournalConfig, BUF_SIZE, LOCK_FILE},
     record::Record,
 };
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    sys::files,
+};
 
 /// Appends records to the journal. Holds the directory's writer lock while alive.
 #[derive(Debug)]
@@ -30,6 +33,7 @@ impl Writer {
     /// file for appending, terminating a torn last record first.
     pub fn open(cfg: &JournalConfig) -> Result<Writer> {
         let dir = &cfg.dir;
+        super::files::ensure_dir_or_absent(dir)?;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -42,8 +46,10 @@ impl Writer {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(&lock_path)
             .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
+        files::ensure_regular(&lock, "journal lock", &lock_path)?;
         if let Err(e) = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             let e = io::Error::from(e);
             let what = if e.kind() == io::ErrorKind::WouldBlock {
@@ -156,13 +162,16 @@ fn remove_if_exists(path: &Path) -> Result<()> {
 /// and its size.
 fn open_active(dir: &Path) -> Result<(File, u64)> {
     let path = active_path(dir);
+    // Never through a link, and never blocking on a FIFO put in its place.
     let mut file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(&path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    files::ensure_regular(&file, "journal file", &path)?;
     let mut size = file
         .metadata()
         .map_err(|e| Error::io(format!("inspecting {}", path.display()), e))?

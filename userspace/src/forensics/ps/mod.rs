@@ -109,8 +109,9 @@ fn rfc3339(unix_ns: u64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-fn facts(s: &Snapshot, cgroup_id: Option<u64>) -> escape::Facts<'_> {
+fn facts(pid: u32, s: &Snapshot, cgroup_id: Option<u64>) -> escape::Facts<'_> {
     escape::Facts {
+        pid,
         ppid: s.ppid,
         sid: s.sid,
         pidns: s.pidns,
@@ -191,7 +192,7 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
         .iter()
         .filter_map(|svc| {
             let s = alive(svc.record.main_pid, svc.record.main_start_ns)?;
-            Some((svc.id, facts(s, cg_id(s))))
+            Some((svc.id, facts(svc.record.main_pid, s, cg_id(s))))
         })
         .collect();
     let names: HashMap<u32, Arc<str>> = services
@@ -199,6 +200,7 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
         .map(|s| (s.id, Arc::from(s.name.as_str())))
         .collect();
     let ns_per_tick = clock::ns_per_tick();
+    // The kernel's recorded boot time: the same in every run, so listings agree.
     let boot_epoch = clock::boot_time_ns();
     // Built in PID order (sorting the small tuples, not the entries).
     tags.sort_unstable_by_key(|(pid, _, _)| *pid);
@@ -209,8 +211,8 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
         let creator = forked
             .then(|| alive(tag.creator_pid, tag.creator_start_ns))
             .flatten();
-        let my_facts = facts(snap, cg_id(snap));
-        let creator_facts = creator.map(|c| facts(c, cg_id(c)));
+        let my_facts = facts(pid, snap, cg_id(snap));
+        let creator_facts = creator.map(|c| facts(tag.creator_pid, c, cg_id(c)));
         let ctx = escape::Context {
             main: mains.get(&svc.id),
         };

@@ -8,7 +8,8 @@ use std::{
 use bpfkill_common::Tag;
 
 use super::{snapshot::in_parallel, PsEntry};
-use crate::{lineage::tree::Creators, tracking::Tracking};
+use crate::lineage::escape::Reason;
+use crate::{lineage::tree::Creators, text::Escaped, tracking::Tracking};
 
 /// Writes the entries as a JSON array, indented when `pretty` (large listings are
 /// serialised on every CPU).
@@ -39,19 +40,35 @@ pub fn write_json(entries: &[PsEntry], pretty: bool, out: &mut impl Write) -> io
     out.write_all(b"]\n")
 }
 
-fn reason_list(e: &PsEntry) -> String {
+fn reason_list(e: &PsEntry, name: fn(Reason) -> &'static str) -> String {
     e.escape_reasons
         .iter()
-        .map(|r| r.name())
+        .map(|&r| name(r))
         .collect::<Vec<_>>()
         .join(",")
 }
 
-/// Writes the entries as a table.
-pub fn write_table(entries: &[PsEntry], out: &mut impl Write) -> io::Result<()> {
+/// Every reason, for the legend of the abbreviated column.
+const REASONS: [Reason; 6] = [
+    Reason::Reparented,
+    Reason::LeftCgroup,
+    Reason::NewSession,
+    Reason::NewPidns,
+    Reason::Renamed,
+    Reason::Exec,
+];
+
+/// Writes the entries as a table. The ESCAPED column abbreviates the reasons (a legend
+/// follows) unless `wide`.
+pub fn write_table(entries: &[PsEntry], wide: bool, out: &mut impl Write) -> io::Result<()> {
+    let (reason_name, width): (fn(Reason) -> &'static str, usize) = if wide {
+        (Reason::name, 56)
+    } else {
+        (Reason::abbrev, 21)
+    };
     writeln!(
         out,
-        "{:>7} {:>7} {:>8} {:<16} {:<5} {:<1} {:<16} {:<24} CMDLINE",
+        "{:>7} {:>7} {:>8} {:<16} {:<5} {:<1} {:<16} {:<width$} CMDLINE",
         "PID", "PPID", "CREATOR", "SERVICE", "UID", "S", "COMM", "ESCAPED"
     )?;
     for e in entries {
@@ -61,27 +78,38 @@ pub fn write_table(entries: &[PsEntry], out: &mut impl Write) -> io::Result<()> 
             (None, _) if e.lineage == "unknown" => "?".into(),
             (None, _) => "-".into(),
         };
-        let escaped = if e.escaped { reason_list(e) } else { "no".into() };
+        let escaped = if e.escaped {
+            reason_list(e, reason_name)
+        } else {
+            "no".into()
+        };
         writeln!(
             out,
-            "{:>7} {:>7} {:>8} {:<16} {:<5} {:<1} {:<16} {:<24} {}",
+            "{:>7} {:>7} {:>8} {:<16} {:<5} {:<1} {:<16} {:<width$} {}",
             e.pid,
             e.ppid,
             creator,
-            e.service,
+            Escaped(&e.service),
             e.uid.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
             e.state,
-            e.comm,
+            Escaped(&e.comm),
             escaped,
-            if e.cmdline.is_empty() {
+            Escaped(if e.cmdline.is_empty() {
                 e.exe.as_deref().unwrap_or("-")
             } else {
                 &e.cmdline
-            }
+            })
         )?;
     }
     if entries.iter().any(|e| e.creator_alive == Some(false)) {
         writeln!(out, "(† the creator has exited)")?;
+    }
+    if !wide && entries.iter().any(|e| e.escaped) {
+        let legend: Vec<String> = REASONS
+            .iter()
+            .map(|r| format!("{}={}", r.abbrev(), r.name()))
+            .collect();
+        writeln!(out, "(escapes: {}; --wide spells them out)", legend.join(" "))?;
     }
     Ok(())
 }
@@ -98,7 +126,7 @@ impl Lineage<'_> {
         let Some(e) = self.live.get(&pid) else {
             return self.paint("2", &format!("[exited] {pid}"));
         };
-        let mut s = format!("{} {}", e.comm, e.pid);
+        let mut s = format!("{} {}", Escaped(&e.comm), e.pid);
         if e.lineage != "forked" {
             s.push_str(&format!(" [{}]", e.lineage));
         }
@@ -106,7 +134,7 @@ impl Lineage<'_> {
             s.push_str(&format!(" (ppid {})", e.ppid));
         }
         if e.escaped {
-            s.push_str(&self.paint("1;31", &format!(" ESCAPED: {}", reason_list(e))));
+            s.push_str(&self.paint("1;31", &format!(" ESCAPED: {}", reason_list(e, Reason::name))));
         }
         s
     }

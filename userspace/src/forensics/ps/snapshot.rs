@@ -220,8 +220,11 @@ fn read_half(pin: &std::path::Path) -> Result<Option<Half>> {
     let snaps = parse_records(&data)?
         .into_iter()
         .map(|(r, raw)| {
-            let cmdline = if r.flags & snapshot_flags::CMDLINE_TRUNCATED != 0 {
-                // Longer than the iterator copies: /proc has all of it.
+            // Longer than the iterator copies, or a title rewritten past the end of the
+            // argument area (as sshd's setproctitle does: the area then does not end in a
+            // NUL, and the kernel's /proc reads on into the environment): /proc has all of it.
+            let rewritten = raw.last().is_some_and(|&b| b != 0);
+            let cmdline = if r.flags & snapshot_flags::CMDLINE_TRUNCATED != 0 || rewritten {
                 let mut buf = Vec::new();
                 read_small(&format!("/proc/{}/cmdline", r.pid), &mut buf)
                     .map_or_else(|| join_args(raw), |()| join_args(&buf))

@@ -39,6 +39,14 @@ pub mod maps {
     pub const TAGS: &str = "BPFKILL_TAGS";
     /// `PerCpuHashMap<u32 service id, ServiceStats>`: per-service counters.
     pub const SERVICE_STATS: &str = "BPFKILL_SVC_STATS";
+    /// `Array<DaemonState>` of one entry: the running daemon.
+    pub const DAEMON: &str = "BPFKILL_DAEMON";
+    /// `HashMap<ExeKey, u32 service id>`: exe rules, applied at exec.
+    pub const RULES: &str = "BPFKILL_RULES";
+    /// `HashMap<[u8; 16] comm, u32 service id>`: name rules, applied at exec.
+    pub const COMM_RULES: &str = "BPFKILL_COMM_RULES";
+    /// `HashMap<LeaveKey, u32>`: boundary rules, applied at exec.
+    pub const LEAVE_RULES: &str = "BPFKILL_LEAVE_RULES";
     /// `HashMap<u32 service id, ServiceRecord>`: the service registry.
     pub const SERVICES: &str = "BPFKILL_SERVICES";
     /// `PerCpuArray<u64>` indexed by [`crate::stat`]: counters.
@@ -135,9 +143,82 @@ pub mod tag_flags {
     /// Never killed in the kernel, even when its service is doomed: bpfkill marks its own
     /// ancestors (and itself) with this before dooming a service they belong to.
     pub const SPARED: u32 = 1 << 7;
-    /// The kernel has sent this process a SIGKILL (set once, so each process killed in the
-    /// kernel is counted once, however many of its threads return from a system call).
-    pub const KERNEL_KILLED: u32 = 1 << 8;
+    /// The kernel has killed this process (set at its first SIGKILL from the kernel, so a
+    /// process is counted once however many of its threads return from a system call).
+    pub const KILL_COUNTED: u32 = 1 << 8;
+    /// Put at the root of its service by a rule when it exec'd the service's executable (or
+    /// took its name).
+    pub const MATCHED: u32 = 1 << 9;
+}
+
+/// [`DaemonState::flags`] bits.
+pub mod daemon_flags {
+    /// The configuration's rules are in the kernel and running matches are adopted.
+    pub const READY: u32 = 1 << 0;
+    /// The last reload failed (the previous rules stay); `error` says why.
+    pub const RELOAD_FAILED: u32 = 1 << 1;
+}
+
+/// Bytes of a daemon error message kept in [`DaemonState`].
+pub const DAEMON_ERROR_LEN: usize = 256;
+
+/// What the running daemon says of itself (one entry of a pinned array, written by the
+/// daemon only), so `status` and `reload` find it and know whether it is ready.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DaemonState {
+    /// Its PID (0: no daemon).
+    pub pid: u32,
+    /// [`daemon_flags`] bits.
+    pub flags: u32,
+    /// Its start time in ns since boot (with `pid`, its identity).
+    pub start_ns: u64,
+    /// Configurations applied so far (the start counts as one).
+    pub generation: u64,
+    /// Wall-clock ns of the last (re)load attempt.
+    pub loaded_unix_ns: u64,
+    /// Why the last reload failed, NUL-padded UTF-8.
+    pub error: [u8; DAEMON_ERROR_LEN],
+}
+
+impl Default for DaemonState {
+    fn default() -> Self {
+        Self {
+            pid: 0,
+            flags: 0,
+            start_ns: 0,
+            generation: 0,
+            loaded_unix_ns: 0,
+            error: [0; DAEMON_ERROR_LEN],
+        }
+    }
+}
+
+/// Capacity of each rule map.
+pub const MAX_RULES: u32 = 4096;
+
+/// An executable as the kernel identifies it: the device of its filesystem (the kernel's
+/// `dev_t`, `major << 20 | minor`) and its inode number. Key of the exe rules, so a rule
+/// matches the executed file whatever path, relative or through a link, named it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExeKey {
+    /// `inode->i_sb->s_dev`.
+    pub dev: u64,
+    /// `inode->i_ino`.
+    pub ino: u64,
+}
+
+/// Key of a boundary rule: a process of `service_id` that execs this file leaves the service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LeaveKey {
+    /// The executable.
+    pub exe: ExeKey,
+    /// The service it leaves.
+    pub service_id: u32,
+    /// Zero.
+    pub reserved: u32,
 }
 
 /// Per-service counters the kernel keeps (a per-CPU hash keyed by service id; userspace sums
@@ -202,6 +283,12 @@ pub struct Tag {
     pub comm: [u8; COMM_LEN],
 }
 
+/// [`ServiceRecord::flags`] bits.
+pub mod service_flags {
+    /// Declared in the configuration: never forgotten while configured.
+    pub const CONFIGURED: u32 = 1 << 0;
+}
+
 /// A registered service.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,7 +297,7 @@ pub struct ServiceRecord {
     pub name: [u8; SERVICE_NAME_LEN],
     /// Main process tgid.
     pub main_pid: u32,
-    /// Reserved flags.
+    /// [`service_flags`] bits.
     pub flags: u32,
     /// Main process start time (ns since boot, tick precision).
     pub main_start_ns: u64,
@@ -238,6 +325,11 @@ pub mod event_kind {
     pub const EXEC: u32 = 2;
     /// A tagged process's last thread exited.
     pub const EXIT: u32 = 3;
+    /// A rule put a process at the root of a service at exec (`prev_service_id`: the service
+    /// it belonged to before, 0 for none).
+    pub const MATCH: u32 = 4;
+    /// A process left its service at exec (a boundary rule); `service_id` is the one it left.
+    pub const LEAVE: u32 = 5;
 }
 
 /// A fork/exec/exit record written to the ring buffer.
@@ -256,6 +348,10 @@ pub struct Event {
     pub service_id: u32,
     /// For exits: the raw wait status (`exit_code` of the task: code << 8 | signal).
     pub exit_status: u32,
+    /// For matches: the service the process belonged to before (0: none).
+    pub prev_service_id: u32,
+    /// Zero.
+    pub reserved: u32,
     /// Boot-time ns when the event happened.
     pub time_ns: u64,
     /// The process's start time (ns since boot).
@@ -339,6 +435,18 @@ pub struct KernelLayout {
     pub mm_arg_end: u32,
     /// `mm_struct.exe_file` (struct file pointer)
     pub mm_exe_file: u32,
+    /// `linux_binprm.file`: the file an exec runs (exe rules).
+    pub bprm_file: u32,
+    /// `file.f_inode`.
+    pub file_inode: u32,
+    /// `inode.i_ino`.
+    pub inode_ino: u32,
+    /// `inode.i_sb`.
+    pub inode_sb: u32,
+    /// `super_block.s_dev` (the kernel's `dev_t`: major << 20 | minor).
+    pub sb_dev: u32,
+    /// `signal_struct.flags` (`SIGNAL_GROUP_EXIT`: the process is dying already).
+    pub signal_flags: u32,
     /// Reserved (keeps the size a multiple of 8).
     pub reserved: u32,
 }

@@ -4,7 +4,9 @@
 
 use std::{borrow::Cow, string::String};
 
-use crate::{Event, Ghost, KernelLayout, ServiceRecord, ServiceStats, Tag, TaskSnapshot};
+use crate::{
+    DaemonState, Event, ExeKey, Ghost, KernelLayout, LeaveKey, ServiceRecord, ServiceStats, Tag, TaskSnapshot,
+};
 
 // SAFETY: all of these are #[repr(C)] structs of integers and byte arrays, with no implicit
 // padding (fields are laid out in 8-byte groups), valid for any bit pattern.
@@ -15,6 +17,9 @@ unsafe impl aya::Pod for KernelLayout {}
 unsafe impl aya::Pod for Ghost {}
 unsafe impl aya::Pod for TaskSnapshot {}
 unsafe impl aya::Pod for ServiceStats {}
+unsafe impl aya::Pod for ExeKey {}
+unsafe impl aya::Pod for DaemonState {}
+unsafe impl aya::Pod for LeaveKey {}
 
 /// Reads a record of type `T` from the start of `bytes` (which need not be aligned); None
 /// when `bytes` is shorter than a record.

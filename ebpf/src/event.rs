@@ -23,6 +23,8 @@ pub struct EventInfo {
     pub service_id: u32,
     /// Raw wait status (exits), else 0.
     pub exit_status: u32,
+    /// The service before a match, else 0.
+    pub prev_service_id: u32,
     /// Boot-time ns of the event.
     pub time_ns: u64,
     /// The process's start time.
@@ -51,6 +53,8 @@ pub fn emit(task: Task, layout: &KernelLayout, info: &EventInfo, bprm: Option<*c
         (*ev).creator_pid = info.creator_pid;
         (*ev).service_id = info.service_id;
         (*ev).exit_status = info.exit_status;
+        (*ev).prev_service_id = info.prev_service_id;
+        (*ev).reserved = 0;
         (*ev).time_ns = info.time_ns;
         (*ev).start_ns = info.start_ns;
         (*ev).cgroup_id = info.cgroup_id;

@@ -4,7 +4,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     Global,
 };
-use bpfkill_common::{tag_flags, KernelLayout, Tag};
+use bpfkill_common::{tag_flags, ExeKey, KernelLayout, Tag};
 
 /// Structure offsets for the running kernel, set by the loader.
 #[unsafe(no_mangle)]
@@ -40,6 +40,12 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     mm_arg_start: 0,
     mm_arg_end: 0,
     mm_exe_file: 0,
+    bprm_file: 0,
+    file_inode: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    signal_flags: 0,
     reserved: 0,
 });
 
@@ -112,12 +118,35 @@ impl Task {
         unsafe { read_at::<u32>(self.0, l.task_exit_code) }
     }
 
+    /// True when the task's thread group is exiting already (a fatal signal was delivered:
+    /// `signal->flags & SIGNAL_GROUP_EXIT`).
+    #[inline(always)]
+    pub fn group_exiting(self, l: &KernelLayout) -> Result<bool, ReadError> {
+        const SIGNAL_GROUP_EXIT: u32 = 0x0000_0004;
+        let signal = unsafe { read_at::<*const u8>(self.0, l.task_signal) }?;
+        Ok(unsafe { read_at::<u32>(signal, l.signal_flags) }? & SIGNAL_GROUP_EXIT != 0)
+    }
+
     /// Number of live threads in the task's thread group (`signal->live`).
     #[inline(always)]
     pub fn live_threads(self, l: &KernelLayout) -> Result<i32, ReadError> {
         let signal = unsafe { read_at::<*const u8>(self.0, l.task_signal) }?;
         unsafe { read_at::<i32>(signal, l.signal_live) }
     }
+}
+
+/// The identity (device, inode) of the file a `struct linux_binprm *` executes.
+#[inline(always)]
+pub fn bprm_exe_key(bprm: *const u8, l: &KernelLayout) -> Result<ExeKey, ReadError> {
+    let file = unsafe { read_at::<*const u8>(bprm, l.bprm_file) }?;
+    let inode = unsafe { read_at::<*const u8>(file, l.file_inode) }?;
+    let ino = unsafe { read_at::<u64>(inode, l.inode_ino) }?;
+    let sb = unsafe { read_at::<*const u8>(inode, l.inode_sb) }?;
+    let dev = unsafe { read_at::<u32>(sb, l.sb_dev) }?;
+    Ok(ExeKey {
+        dev: u64::from(dev),
+        ino,
+    })
 }
 
 /// Reads the `filename` of a `struct linux_binprm *` into `dst`.

@@ -1,14 +1,15 @@
 //! Maps shared by every probe. All are pinned by name, so they outlive the loading process
 //! and a restarted daemon adopts them.
 
+use crate::kernel::Task;
 use aya_ebpf::{
     helpers::generated::bpf_send_signal,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use bpfkill_common::{
-    stat, tag_flags, Ghost, KernelLayout, ServiceRecord, ServiceStats, Tag, DEFAULT_MAX_TAGS, EVENTS_BYTES,
-    MAX_GHOSTS, MAX_SERVICES, SIGKILL,
+    stat, tag_flags, DaemonState, ExeKey, Ghost, KernelLayout, LeaveKey, ServiceRecord, ServiceStats, Tag,
+    COMM_LEN, DEFAULT_MAX_TAGS, EVENTS_BYTES, MAX_GHOSTS, MAX_RULES, MAX_SERVICES, SIGKILL,
 };
 
 /// Every live tagged process, keyed by tgid. Userspace may resize it at load time.
@@ -38,6 +39,22 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stat::COUNT, 0);
 /// fork/exec/exit events for the daemon.
 #[map(name = "BPFKILL_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
+
+/// The running daemon's state (written by userspace only).
+#[map(name = "BPFKILL_DAEMON")]
+pub static DAEMON: Array<DaemonState> = Array::pinned(1, 0);
+
+/// Exe rules: the service whose root a process becomes when it execs this file.
+#[map(name = "BPFKILL_RULES")]
+pub static RULES: HashMap<ExeKey, u32> = HashMap::pinned(MAX_RULES, 0);
+
+/// Name rules: the service whose root a process becomes when an exec gives it this name.
+#[map(name = "BPFKILL_COMM_RULES")]
+pub static COMM_RULES: HashMap<[u8; COMM_LEN], u32> = HashMap::pinned(MAX_RULES, 0);
+
+/// Boundary rules: a process of the service that execs this file leaves it.
+#[map(name = "BPFKILL_LEAVE_RULES")]
+pub static LEAVE_RULES: HashMap<LeaveKey, u32> = HashMap::pinned(MAX_RULES, 0);
 
 /// Per-service counters, keyed by service id.
 #[map(name = "BPFKILL_SVC_STATS")]
@@ -73,19 +90,23 @@ pub fn count_for_service(service_id: u32, which: ServiceCounter) {
     }
 }
 
-/// SIGKILLs the current process, whose tag is at `tag`. The first kill of a process is
-/// counted (globally and for its service) and marked in its tag, so a process is counted
-/// once however many of its threads the kernel kills.
+/// SIGKILLs the current process, whose tag is at `tag`, unless it is dying already (killed
+/// by bpfkill's own signal, say: then the kill is not the kernel's to claim). The first kill
+/// of a process is counted (globally and for its service) and marked in its tag, so a
+/// process is counted once however many of its threads the kernel kills.
 #[inline(always)]
-pub fn kill_current(tag: *mut Tag) {
+pub fn kill_current(tag: *mut Tag, layout: &KernelLayout) {
+    if Task::current().group_exiting(layout).unwrap_or(false) {
+        return;
+    }
     // SAFETY: the helper signals the current process; no preconditions.
     if unsafe { bpf_send_signal(SIGKILL) } != 0 {
         return;
     }
     // SAFETY: a map value pointer, valid for the program's run.
     unsafe {
-        if (*tag).flags & tag_flags::KERNEL_KILLED == 0 {
-            (*tag).flags |= tag_flags::KERNEL_KILLED;
+        if (*tag).flags & tag_flags::KILL_COUNTED == 0 {
+            (*tag).flags |= tag_flags::KILL_COUNTED;
             count(stat::DOOM_KILLS);
             count_for_service((*tag).service_id, ServiceCounter::KernelKill);
         }

@@ -82,6 +82,9 @@ pub struct Instance {
     pub pin_dir: PathBuf,
     /// Its journal directory (removed on drop).
     pub journal_dir: PathBuf,
+    /// Its main configuration file (`$BPFKILL_CONFIG`; empty unless a test writes it, so the
+    /// host's /etc/bpfkill never leaks in), with `conf.d/` beside it. Removed on drop.
+    pub config: PathBuf,
     bin: PathBuf,
 }
 
@@ -95,9 +98,14 @@ impl Instance {
             bin.display()
         );
         let name = unique("bpfkill-test");
+        let config_dir = std::env::temp_dir().join(format!("{name}-config"));
+        std::fs::create_dir_all(&config_dir).expect("config dir");
+        let config = config_dir.join("config.toml");
+        std::fs::write(&config, "").expect("empty config");
         Self {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/{name}")),
             journal_dir: std::env::temp_dir().join(format!("{name}-journal")),
+            config,
             bin,
         }
     }
@@ -118,7 +126,8 @@ impl Instance {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(&self.bin);
         c.env("BPFKILL_PIN_DIR", &self.pin_dir)
-            .env("BPFKILL_JOURNAL_DIR", &self.journal_dir);
+            .env("BPFKILL_JOURNAL_DIR", &self.journal_dir)
+            .env("BPFKILL_CONFIG", &self.config);
         c
     }
 
@@ -197,6 +206,9 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.journal_dir);
+        if let Some(dir) = self.config.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let _ = self.cmd().arg("unload").output();
     }
 }

@@ -13,6 +13,24 @@ pub enum Error {
     /// The named service was never registered.
     #[error("unknown service {0:?} (see `bpfkill status` for the registered services)")]
     UnknownService(String),
+    /// A service that is neither registered nor configured, and that the init system does
+    /// not know either.
+    #[error(
+        "unknown service {name:?}: not registered, not configured, and not found through the init system (looked at {}){}{}; make it known with `bpfkill track --service {name} --pid PID`, or a `[services.{name}]` table with exe = \"/path/to/its/binary\" in /etc/bpfkill/config.toml",
+        places.join(", "),
+        suggestion.as_ref().map(|s| format!("; did you mean {s:?}?")).unwrap_or_default(),
+        if known.is_empty() { "; no service is known yet".to_string() } else { format!("; known services: {}", known.join(", ")) }
+    )]
+    ServiceNotFound {
+        /// The name asked for.
+        name: String,
+        /// The known name closest to it.
+        suggestion: Option<String>,
+        /// Where the init system was asked.
+        places: Vec<String>,
+        /// Every registered service.
+        known: Vec<String>,
+    },
     /// Bad input from the user.
     #[error("{0}")]
     Usage(String),
@@ -25,6 +43,16 @@ pub enum Error {
     /// A file or directory the user named does not exist.
     #[error("{0}")]
     NoInput(String),
+    /// A configuration file is wrong.
+    #[error("{}{}: {reason}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The line, when known.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
     /// The process does not exist.
     #[error("no such process: {0}")]
     NoSuchProcess(u32),
@@ -129,11 +157,23 @@ impl Error {
     }
 
     /// Wraps an error of aya's loader or programs; EPERM anywhere in its causes becomes
-    /// [`Error::Permission`]. EACCES does not: the verifier rejects a program with it, and a
-    /// rejected program is no permission problem.
+    /// [`Error::Permission`]. (EACCES is not: the verifier rejects a program with it.)
     pub fn ebpf(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         let context = context.into();
         if has_errno(&source, &[libc::EPERM]) {
+            return Error::Permission(context);
+        }
+        Error::Ebpf {
+            context,
+            source: Box::new(source),
+        }
+    }
+
+    /// Wraps an error of opening a pinned object (a file under bpffs); EPERM/EACCES become
+    /// [`Error::Permission`].
+    pub fn pin(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let context = context.into();
+        if denied(&source) {
             return Error::Permission(context);
         }
         Error::Ebpf {
@@ -163,6 +203,8 @@ mod tests {
             matches!(e, Error::Ebpf { .. }),
             "a verifier rejection is no permission problem"
         );
+        let e = Error::pin("open", Outer(io::Error::from_raw_os_error(libc::EACCES)));
+        assert!(matches!(e, Error::Permission(_)));
         let e = Error::ebpf("load", Outer(io::Error::from_raw_os_error(libc::EINVAL)));
         assert!(matches!(e, Error::Ebpf { .. }));
         assert!(e.to_string().starts_with("load: outer: "), "{e}");

@@ -12,11 +12,14 @@
 //! - [`kill`]: resolve → candidates (tags ∪ cgroup ∪ /proc) → verify → signal → doom →
 //!   wait/escalate → report
 //! - [`forensics`]: `ps`, the journal, `log`, `status`
-//! - [`daemon`]: the long-running consumer of the kernel's events
+//! - [`config`]: the host's declared services (`/etc/bpfkill/config.toml`, `conf.d/`)
+//! - [`daemon`]: the long-running service: applies the config's rules, adopts running
+//!   matches, consumes the kernel's events, reloads on SIGHUP
 //! - [`text`]: escaping of attacker-controlled names in everything people read
 //!
 //! The command line (clap, exit codes, logging set-up) is the binary's, not the library's.
 
+pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod forensics;

@@ -38,6 +38,6 @@ fn try_doom() -> Result<(), ReadError> {
     if layout.task_tgid == 0 || !is_tagged_start(Task::current().process_start_ns(&layout)?, &tag, &layout) {
         return Ok(());
     }
-    kill_current(tag_ptr);
+    kill_current(tag_ptr, &layout);
     Ok(())
 }

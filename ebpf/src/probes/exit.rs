@@ -64,6 +64,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         creator_pid: tag.creator_pid,
         service_id: tag.service_id,
         exit_status: status,
+        prev_service_id: 0,
         time_ns: now,
         start_ns: tag.start_ns,
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },

@@ -62,7 +62,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         // A kill is in progress: the creator dies now, and the child inherits the doom (the
         // doom program kills it when it returns from fork, before any user instruction).
         flags |= tag_flags::DOOMED;
-        kill_current(creator_ptr);
+        kill_current(creator_ptr, &layout);
     }
     let tag = Tag {
         service_id: creator_tag.service_id,
@@ -90,6 +90,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         creator_pid: creator,
         service_id: creator_tag.service_id,
         exit_status: 0,
+        prev_service_id: 0,
         time_ns: now,
         start_ns,
         cgroup_id,

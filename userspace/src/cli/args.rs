@@ -56,8 +56,9 @@ fn parse_whom(s: &str) -> Result<Whom, String> {
 #[derive(Debug, Args, Clone)]
 pub struct KillArgs {
     /// Signal to send: SIGKILL, KILL, kill, 9, SIGRTMIN+3, RTMIN+3 ...
-    #[arg(short = 's', long = "signal", value_name = "SIGNAL", default_value = "SIGTERM", value_parser = parse_signal)]
-    pub signal: Signal,
+    /// (Default SIGTERM, or the service's configured `stop`/`signal`.)
+    #[arg(short = 's', long = "signal", value_name = "SIGNAL", value_parser = parse_signal)]
+    pub signal: Option<Signal>,
 
     /// Service whose processes to signal.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["pid", "pidfile"])]
@@ -116,17 +117,21 @@ impl KillArgs {
         }
     }
 
-    /// The escalation schedule the options ask for.
-    pub fn schedule(&self) -> bpfkill::Result<Schedule> {
-        Ok(if let Some(r) = &self.retry {
-            Schedule::parse_retry(r, self.signal)?
+    /// The escalation schedule the options ask for; None for a plain kill (no signal, no
+    /// wait), which takes the service's configured default when it has one.
+    pub fn schedule(&self) -> bpfkill::Result<Option<Schedule>> {
+        let sig = self.signal.unwrap_or(Signal::TERM);
+        Ok(Some(if let Some(r) = &self.retry {
+            Schedule::parse_retry(r, sig)?
         } else if let Some(t) = &self.timeout {
-            Schedule::timeout(self.signal, schedule::parse_duration(t)?)
+            Schedule::timeout(sig, schedule::parse_duration(t)?)
         } else if self.wait {
-            Schedule::wait_forever(self.signal)
+            Schedule::wait_forever(sig)
+        } else if self.signal.is_some() {
+            Schedule::once(sig)
         } else {
-            Schedule::once(self.signal)
-        })
+            return Ok(None);
+        }))
     }
 }
 
@@ -248,6 +253,25 @@ pub enum Command {
         /// Do not write the journal (events are only logged).
         #[arg(long)]
         no_journal: bool,
+        /// The main configuration file (`conf.d/*.toml` beside it is read too).
+        #[arg(long, value_name = "PATH", env = "BPFKILL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration (default /etc/bpfkill/config.toml and its conf.d) without
+    /// loading anything.
+    CheckConfig {
+        /// The main configuration file.
+        #[arg(value_name = "PATH", env = "BPFKILL_CONFIG")]
+        path: Option<PathBuf>,
+    },
+    /// Make the running daemon reload its configuration (as SIGHUP does) and report the
+    /// result.
+    Reload,
+    /// Forget a service that has no live process (its history stays in the journal).
+    Forget {
+        /// Service name.
+        #[arg(long, value_name = "NAME")]
+        service: String,
     },
     /// Show the history of tracked processes (fork, exec, exit; exited ones included) from the
     /// journal the daemon writes.

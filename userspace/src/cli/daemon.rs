@@ -1,6 +1,8 @@
 //! `bpfkill daemon`: load or adopt tracking, journal its events in the foreground.
 
-use bpfkill::{daemon, forensics::journal::JournalConfig, tracking::PinPaths};
+use std::path::Path;
+
+use bpfkill::{config, daemon, forensics::journal::JournalConfig, tracking::PinPaths};
 
 use super::{
     args::{JournalArgs, LoadArgs},
@@ -11,11 +13,11 @@ pub fn run(
     paths: &PinPaths,
     load: &LoadArgs,
     journal: JournalArgs,
-    max_bytes: u64,
-    keep: usize,
-    no_journal: bool,
+    (max_bytes, keep, no_journal): (u64, usize, bool),
+    config_path: Option<&Path>,
 ) -> anyhow::Result<u8> {
     let opts = daemon::Options {
+        config: config::main_path(config_path),
         load: load.options(),
         journal: (!no_journal).then_some(JournalConfig {
             dir: journal.journal_dir,

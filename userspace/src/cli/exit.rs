@@ -7,6 +7,8 @@ use bpfkill::{kill::report::Verdict, Error};
 pub const OK: u8 = 0;
 /// Nothing matched: no live process of the service or PID.
 pub const NOTHING_MATCHED: u8 = 1;
+/// `status`: tracking runs, but not as configured (the last reload failed).
+pub const DEGRADED: u8 = 1;
 /// Some targets could not be signalled.
 pub const PARTIAL: u8 = 2;
 /// Survivors remain after the timeout or retry schedule.
@@ -15,6 +17,8 @@ pub const SURVIVORS: u8 = 3;
 pub const USAGE: u8 = 64;
 /// A file the user named does not exist (a pidfile, a cgroup, a journal).
 pub const NO_INPUT: u8 = 66;
+/// A configuration file is wrong (EX_CONFIG).
+pub const CONFIG: u8 = 78;
 /// Tracking is not loaded.
 pub const NOT_LOADED: u8 = 69;
 /// Internal or operating-system failure.
@@ -38,7 +42,10 @@ Exit codes:
   69  tracking is not loaded (start `bpfkill daemon` or `bpfkill load`)
   70  internal or operating-system failure
   77  permission denied (bpfkill needs root)
-`bpfkill run` exits with its command's status (126/127 when it cannot be executed).";
+  78  a configuration file is wrong (file, line and reason are printed)
+`bpfkill run` exits with its command's status (126/127 when it cannot be executed).
+`bpfkill status` exits 0 when tracking is live and the daemon (if any) has applied its
+configuration, 1 when the last reload failed (the previous rules stay), 69 otherwise.";
 
 /// The exit code of a library error, by its kind.
 pub fn of_error(e: &Error) -> u8 {
@@ -46,7 +53,11 @@ pub fn of_error(e: &Error) -> u8 {
         Error::NotLoaded(_) => NOT_LOADED,
         Error::Usage(_) | Error::Refused(_) => USAGE,
         Error::NoInput(_) => NO_INPUT,
-        Error::UnknownService(_) | Error::NoSuchProcess(_) | Error::NotTracked(_) => NOTHING_MATCHED,
+        Error::Config { .. } => CONFIG,
+        Error::UnknownService(_)
+        | Error::ServiceNotFound { .. }
+        | Error::NoSuchProcess(_)
+        | Error::NotTracked(_) => NOTHING_MATCHED,
         Error::Permission(_) => NO_PERMISSION,
         Error::Exec { source, .. } if source.kind() == std::io::ErrorKind::NotFound => NOT_FOUND,
         Error::Exec { .. } => CANNOT_EXECUTE,

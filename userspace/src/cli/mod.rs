@@ -10,6 +10,7 @@ mod load;
 mod log;
 mod ps;
 mod run;
+mod service;
 mod status;
 mod track;
 
@@ -66,7 +67,17 @@ pub fn main() -> anyhow::Result<u8> {
             journal_max_size,
             journal_keep,
             no_journal,
-        }) => daemon::run(&paths, &load, journal, journal_max_size, journal_keep, no_journal),
+            config,
+        }) => daemon::run(
+            &paths,
+            &load,
+            journal,
+            (journal_max_size, journal_keep, no_journal),
+            config.as_deref(),
+        ),
+        Some(Command::CheckConfig { path }) => service::check(path.as_deref(), &mut stdout),
+        Some(Command::Reload) => service::reload(&paths, &mut stdout),
+        Some(Command::Forget { service }) => service::forget(&paths, &service, &mut stdout),
         Some(Command::Log {
             service,
             pid,

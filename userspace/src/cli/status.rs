@@ -14,5 +14,11 @@ pub fn run(paths: &PinPaths, json: bool, out: &mut impl Write) -> anyhow::Result
     } else {
         status::write_human(&s, out)?;
     }
-    Ok(if s.live { exit::OK } else { exit::NOT_LOADED })
+    Ok(if !s.live || !s.ready {
+        exit::NOT_LOADED
+    } else if s.daemon.as_ref().is_some_and(|d| d.reload_error.is_some()) {
+        exit::DEGRADED
+    } else {
+        exit::OK
+    })
 }

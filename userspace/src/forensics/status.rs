@@ -7,7 +7,7 @@ use std::{
     path::Path,
 };
 
-use bpfkill_common::{programs, stat};
+use bpfkill_common::{daemon_flags, programs, stat};
 use serde::Serialize;
 
 use crate::{
@@ -58,6 +58,30 @@ pub struct Status {
     pub max_tagged: u32,
     /// Counters (drops among them).
     pub counters: BTreeMap<String, u64>,
+    /// Registered services, of the registry's capacity.
+    pub registry_used: usize,
+    /// The registry's capacity.
+    pub registry_capacity: u32,
+    /// Rules in the kernel (exe, name, boundary).
+    pub rules: usize,
+    /// The daemon of this pin directory, when one runs.
+    pub daemon: Option<DaemonStatus>,
+    /// True when tracking is live and no daemon is still applying its configuration: what a
+    /// script waiting for `status` can rely on.
+    pub ready: bool,
+}
+
+/// The running daemon, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonStatus {
+    /// Its PID.
+    pub pid: u32,
+    /// Its configuration's rules are in the kernel and running matches adopted.
+    pub ready: bool,
+    /// Configurations applied (the start counts as one).
+    pub generation: u64,
+    /// Why the last reload failed (the previous rules stay), if it did.
+    pub reload_error: Option<String>,
 }
 
 /// One program's state.
@@ -129,13 +153,29 @@ pub fn gather(paths: &PinPaths) -> Result<Status> {
         tagged: 0,
         max_tagged: 0,
         counters: BTreeMap::new(),
+        registry_used: 0,
+        registry_capacity: bpfkill_common::MAX_SERVICES,
+        rules: 0,
+        daemon: None,
+        ready: false,
     };
     if let Some(tracking) = tracking {
         status.live = true;
+        status.rules = tracking.rules().len();
+        status.daemon = tracking.running_daemon().map(|d| DaemonStatus {
+            pid: d.pid,
+            ready: d.flags & daemon_flags::READY != 0,
+            generation: d.generation,
+            reload_error: (d.flags & daemon_flags::RELOAD_FAILED != 0)
+                .then(|| bpfkill_common::user::c_str(&d.error).into_owned()),
+        });
+        status.ready = status.daemon.as_ref().is_none_or(|d| d.ready);
         let tags = tracking.tags();
         status.tagged = tags.len();
         status.max_tagged = tracking.max_tags();
-        for svc in registry::list(&tracking) {
+        let services = registry::list(&tracking);
+        status.registry_used = services.len();
+        for svc in services {
             let processes = tags.iter().filter(|(_, t)| t.service_id == svc.id).count();
             let counters = tracking.service_stats(svc.id);
             status.services.push(ServiceStatus {
@@ -191,6 +231,37 @@ pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
         return Ok(());
     }
     writeln!(out, "tagged:   {} of {} slots", s.tagged, s.max_tagged)?;
+    writeln!(
+        out,
+        "registry: {} of {} services; {} rule(s) in the kernel",
+        s.registry_used, s.registry_capacity, s.rules
+    )?;
+    match &s.daemon {
+        None => writeln!(
+            out,
+            "daemon:   none (tracking runs without it; events are not journaled)"
+        )?,
+        Some(d) => {
+            writeln!(
+                out,
+                "daemon:   PID {}, {}, configuration #{}",
+                d.pid,
+                if d.ready {
+                    "ready"
+                } else {
+                    "STARTING (rules not applied yet)"
+                },
+                d.generation
+            )?;
+            if let Some(e) = &d.reload_error {
+                writeln!(
+                    out,
+                    "WARNING:  the last reload failed, the previous rules stay: {}",
+                    Escaped(e)
+                )?;
+            }
+        }
+    }
     let drops = ["tags_full", "events_lost", "read_errors"];
     let counters: Vec<String> = s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
     writeln!(out, "counters: {}", counters.join(" "))?;

@@ -46,6 +46,8 @@ pub struct KillRequest {
     pub schedule: Schedule,
     /// Report what would be signalled, signal nothing.
     pub dry_run: bool,
+    /// Where to look for a service that is not registered.
+    pub discovery: resolve::Discovery,
 }
 
 /// Passes of a non-doom send before giving up on a service that forks faster than it is
@@ -72,6 +74,10 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
         .steps
         .contains(&Step::Send(Signal::KILL))
         .then(RealTime::enter);
+    let found = match &req.target {
+        Target::Service(name) => resolve::ensure_known(tracking, name, &req.discovery)?,
+        Target::Process(_) => None,
+    };
     let target = resolve::resolve_target(tracking, &req.target)?;
     let guard = Guard::new();
     let cgroup = resolve::dedicated_cgroup(&target, req.cgroup.as_deref(), &guard)?;
@@ -89,6 +95,7 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
         .ok_or_else(|| Error::Usage("the schedule sends no signal".into()))?;
     let mut report = KillReport::new(&target.service.name, first);
     report.dry_run = req.dry_run;
+    report.found = found;
     report.waited = req.schedule.waits() && !req.dry_run;
     let sel = Selection {
         target,

@@ -114,6 +114,8 @@ pub struct KillReport {
     /// Processes of the service the kernel killed during the kill (children killed before
     /// they ran, creators killed as they forked), each counted once.
     pub kernel_kills: u64,
+    /// The service was not registered: how it was found and adopted (said on stderr).
+    pub found: Option<String>,
     /// Another kill of the same service held its doom: the kernel's kills are shared, not
     /// this kill's to claim.
     pub concurrent_kill: bool,
@@ -175,6 +177,7 @@ impl KillReport {
             waited: false,
             dry_run: false,
             kernel_kills: 0,
+            found: None,
             concurrent_kill: false,
             untagged: 0,
             left_out: Vec::new(),

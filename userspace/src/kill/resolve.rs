@@ -2,11 +2,15 @@
 //! service, the root process of the selection, and the service's dedicated cgroup if it has
 //! one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{
     error::{Error, Result},
-    lineage::registry::{self, Service},
+    lineage::{
+        adopt,
+        discover::{self, Hints},
+        registry::{self, Service},
+    },
     sys::{
         cgroup::{self, Dedicated},
         clock,
@@ -24,6 +28,47 @@ pub enum Target {
     Service(String),
     /// A tracked process (by PID or pidfile) and its tagged descendants.
     Process(PidSource),
+}
+
+/// Where to look for a service that is not registered: a configured pidfile or unit (and,
+/// always, the init system's conventions for its name).
+#[derive(Debug, Clone, Default)]
+pub struct Discovery {
+    /// A pidfile naming its main process.
+    pub pidfile: Option<PathBuf>,
+    /// A systemd unit.
+    pub unit: Option<String>,
+}
+
+/// Makes sure the service `name` is registered: when it is not, finds it through the init
+/// system and adopts it with its current subtree. Returns what was found where, when it
+/// adopted; an error naming where it looked, close names and how to make it known, when
+/// nothing was found.
+pub fn ensure_known(tracking: &mut Tracking, name: &str, how: &Discovery) -> Result<Option<String>> {
+    if registry::resolve(tracking, name).is_ok() {
+        return Ok(None);
+    }
+    registry::validate_name(name)?;
+    let hints = Hints {
+        pidfile: how.pidfile.as_deref(),
+        unit: how.unit.as_deref(),
+    };
+    let Some(found) = discover::find(name, &hints) else {
+        let known: Vec<String> = registry::list(tracking).into_iter().map(|s| s.name).collect();
+        return Err(Error::ServiceNotFound {
+            name: name.to_string(),
+            suggestion: discover::closest(name, known.iter().map(String::as_str)).map(str::to_string),
+            places: discover::places(name),
+            known,
+        });
+    };
+    let adopted = adopt::track(tracking, name, &PidSource::Pid(found.pid))?;
+    Ok(Some(format!(
+        "{name}: found PID {} through {}; tracking it and {} descendant(s) now (their lineage before now is unknown)",
+        found.pid,
+        found.via,
+        adopted.adopted.len().saturating_sub(1) + adopted.already_tagged
+    )))
 }
 
 /// A resolved target: the service, and the root process of the selection.

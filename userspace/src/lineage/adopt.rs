@@ -46,7 +46,7 @@ pub fn track(tracking: &mut Tracking, service_name: &str, root: &PidSource) -> R
         )));
     }
     let root_start = clock::ticks_to_ns(stat.starttime);
-    let svc = registry::register(tracking, service_name, root_pid, root_start)?;
+    let (svc, _) = registry::register(tracking, service_name, root_pid, root_start)?;
     let mut report = AdoptReport {
         root: root_pid,
         service_id: svc.id,

@@ -3,7 +3,11 @@
 
 use std::time::SystemTime;
 
-use bpfkill_common::{user::c_bytes, user::c_str, ServiceRecord, MAX_SERVICES, SERVICE_NAME_LEN};
+use bpfkill_common::{
+    service_flags,
+    user::{c_bytes, c_str},
+    ServiceRecord, MAX_SERVICES, SERVICE_NAME_LEN,
+};
 
 use crate::{
     error::{Error, Result},
@@ -79,10 +83,18 @@ pub fn resolve(tracking: &Tracking, name: &str) -> Result<Service> {
 }
 
 /// Registers `name` with `main_pid` as its main process, or updates the main process of an
-/// existing service of that name. Ids are claimed with an exclusive insert, so concurrent
-/// registrations never share an id.
-pub fn register(tracking: &mut Tracking, name: &str, main_pid: u32, main_start_ns: u64) -> Result<Service> {
+/// existing service of that name (a new incarnation: its counters restart and no old doom
+/// applies). Returns the service and whether it was created now. Registrations are
+/// serialised by the pin tree's lock, so one name is one service even when many `run` and
+/// `track` calls race.
+pub fn register(
+    tracking: &mut Tracking,
+    name: &str,
+    main_pid: u32,
+    main_start_ns: u64,
+) -> Result<(Service, bool)> {
     validate_name(name)?;
+    let _lock = tracking.lock()?;
     let mut record = ServiceRecord {
         main_pid,
         main_start_ns,
@@ -91,19 +103,57 @@ pub fn register(tracking: &mut Tracking, name: &str, main_pid: u32, main_start_n
     };
     record.name[..name.len()].copy_from_slice(name.as_bytes());
     if let Ok(existing) = resolve(tracking, name) {
-        // A new incarnation of the service is never born doomed by an old kill.
+        record.flags = existing.record.flags;
         tracking.undoom_service(existing.id);
         tracking.reset_service_stats(existing.id);
         tracking.put_service(existing.id, &record)?;
-        return Ok(Service {
-            id: existing.id,
-            name: name.to_string(),
-            record,
-        });
+        return Ok((
+            Service {
+                id: existing.id,
+                name: name.to_string(),
+                record,
+            },
+            false,
+        ));
     }
+    Ok((claim(tracking, name, record)?, true))
+}
+
+/// Declares a service of the configuration: registered (with no main process yet) unless it
+/// is already, and marked configured, so it is never forgotten while configured.
+pub fn declare(tracking: &mut Tracking, name: &str) -> Result<Service> {
+    validate_name(name)?;
+    let _lock = tracking.lock()?;
+    if let Ok(mut existing) = resolve(tracking, name) {
+        if existing.record.flags & service_flags::CONFIGURED == 0 {
+            existing.record.flags |= service_flags::CONFIGURED;
+            tracking.put_service(existing.id, &existing.record)?;
+        }
+        return Ok(existing);
+    }
+    let mut record = ServiceRecord {
+        flags: service_flags::CONFIGURED,
+        registered_unix_ns: clock::epoch_ns(SystemTime::now()),
+        ..ServiceRecord::default()
+    };
+    record.name[..name.len()].copy_from_slice(name.as_bytes());
+    claim(tracking, name, record)
+}
+
+/// Clears the configured mark of a service no longer in the configuration (it is then
+/// forgotten like any other once no process of it is left).
+pub fn undeclare(tracking: &mut Tracking, service: &Service) -> Result<()> {
+    let _lock = tracking.lock()?;
+    let mut record = service.record;
+    record.flags &= !service_flags::CONFIGURED;
+    tracking.put_service(service.id, &record)
+}
+
+/// Claims a free id for a new service.
+fn claim(tracking: &mut Tracking, name: &str, record: ServiceRecord) -> Result<Service> {
     let used: std::collections::HashSet<u32> = tracking.services().iter().map(|(id, _)| *id).collect();
     for id in (1..=MAX_SERVICES).filter(|id| !used.contains(id)) {
-        // Taken by a concurrent registration: try the next id.
+        // Taken by a registration of another pin-tree user: try the next id.
         if tracking.claim_service(id, &record)? {
             tracking.reset_service_stats(id);
             return Ok(Service {
@@ -114,8 +164,82 @@ pub fn register(tracking: &mut Tracking, name: &str, main_pid: u32, main_start_n
         }
     }
     Err(Error::Usage(format!(
-        "the service registry is full ({MAX_SERVICES} services); `bpfkill unload` clears it"
+        "the service registry is full ({MAX_SERVICES} services); `bpfkill forget --service NAME` releases one"
     )))
+}
+
+/// Number of live tagged processes of service `id`.
+pub fn live_processes(tracking: &Tracking, id: u32) -> usize {
+    tracking.tags().iter().filter(|(_, t)| t.service_id == id).count()
+}
+
+/// Forgets a service with no live process (`bpfkill forget`); its history stays in the
+/// journal. A service that still has processes is refused.
+pub fn forget(tracking: &mut Tracking, name: &str) -> Result<Service> {
+    let svc = resolve(tracking, name)?;
+    let _lock = tracking.lock()?;
+    let live = live_processes(tracking, svc.id);
+    if live > 0 {
+        return Err(Error::Refused(format!(
+            "service {name} still has {live} live process(es); kill it first"
+        )));
+    }
+    tracking.remove_service(svc.id)?;
+    Ok(svc)
+}
+
+/// What [`release_unused`] did.
+#[derive(Debug, Default)]
+pub struct Released {
+    /// Services forgotten: (id, name).
+    pub forgotten: Vec<(u32, String)>,
+    /// Unused services still within their grace: look again later.
+    pub waiting: Vec<u32>,
+}
+
+/// Forgets each of `ids` that is not configured, has no live process and was registered
+/// more than `grace` ago (so a `run` between registering and tagging itself is not lost).
+pub fn release_unused(tracking: &mut Tracking, ids: &[u32], grace: std::time::Duration) -> Result<Released> {
+    let mut out = Released::default();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let _lock = tracking.lock()?;
+    let live: std::collections::HashSet<u32> = tracking.tags().iter().map(|(_, t)| t.service_id).collect();
+    let now = clock::epoch_ns(SystemTime::now());
+    for svc in list(tracking) {
+        if !ids.contains(&svc.id)
+            || svc.record.flags & service_flags::CONFIGURED != 0
+            || live.contains(&svc.id)
+        {
+            continue;
+        }
+        if now.saturating_sub(svc.record.registered_unix_ns) >= grace.as_nanos() as u64 {
+            tracking.remove_service(svc.id)?;
+            out.forgotten.push((svc.id, svc.name));
+        } else {
+            out.waiting.push(svc.id);
+        }
+    }
+    Ok(out)
+}
+
+/// A rule matched `pid` at exec: it becomes the main process of service `id` unless the
+/// registered main process is still alive.
+pub fn adopt_main(tracking: &mut Tracking, id: u32, pid: u32, start_ns: u64) -> Result<()> {
+    let _lock = tracking.lock()?;
+    let Some((_, mut record)) = tracking.services().into_iter().find(|(i, _)| *i == id) else {
+        return Ok(());
+    };
+    let main_alive = record.main_pid != 0
+        && crate::sys::procs::start_ticks(record.main_pid)
+            .is_some_and(|t| crate::sys::identity::matches(record.main_start_ns, t));
+    if !main_alive {
+        record.main_pid = pid;
+        record.main_start_ns = start_ns;
+        tracking.put_service(id, &record)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

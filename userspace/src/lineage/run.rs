@@ -29,7 +29,7 @@ pub fn run(
         )
     })?;
     let start_ns = clock::ticks_to_ns(ticks);
-    let svc = registry::register(&mut tracking, service_name, me, start_ns)?;
+    let (svc, created) = registry::register(&mut tracking, service_name, me, start_ns)?;
     let tag = Tag {
         service_id: svc.id,
         flags: tag_flags::MAIN | tag_flags::START_FROM_PROC,
@@ -39,9 +39,13 @@ pub fn run(
         ..Tag::default()
     };
     tracking.set_tag(me, &tag)?;
-    // The command must not inherit the map fds (they are close-on-exec too).
-    drop(tracking);
+    // The map fds are close-on-exec: the command inherits none of them.
     let err = Command::new(program).args(args).exec();
+    // The command did not start: nothing of it is registered.
+    tracking.remove_tag(me);
+    if created {
+        let _ = registry::forget(&mut tracking, service_name);
+    }
     Err(Error::Exec {
         program: program.to_string_lossy().into_owned(),
         source: err,

@@ -17,6 +17,10 @@ pub enum Kind {
     Exec,
     /// A tracked process's last thread exited.
     Exit,
+    /// A rule put a process at the root of its service at exec.
+    Match,
+    /// A process left its service at exec (a boundary rule).
+    Leave,
 }
 
 impl Kind {
@@ -26,6 +30,8 @@ impl Kind {
             Kind::Fork => "fork",
             Kind::Exec => "exec",
             Kind::Exit => "exit",
+            Kind::Match => "match",
+            Kind::Leave => "leave",
         }
     }
 }
@@ -43,6 +49,8 @@ pub struct TrackedEvent {
     pub creator_pid: u32,
     /// Service id.
     pub service_id: u32,
+    /// For matches: the service the process belonged to before (0: none).
+    pub prev_service_id: u32,
     /// Boot-time ns of the event.
     pub time_ns: u64,
     /// The process's start time, ns since boot.
@@ -66,6 +74,8 @@ pub fn decode(bytes: &[u8]) -> Option<TrackedEvent> {
         event_kind::FORK => Kind::Fork,
         event_kind::EXEC => Kind::Exec,
         event_kind::EXIT => Kind::Exit,
+        event_kind::MATCH => Kind::Match,
+        event_kind::LEAVE => Kind::Leave,
         _ => return None,
     };
     let (exit_code, signal) = if kind == Kind::Exit {
@@ -79,7 +89,7 @@ pub fn decode(bytes: &[u8]) -> Option<TrackedEvent> {
     } else {
         (None, None)
     };
-    let filename = (kind == Kind::Exec)
+    let filename = matches!(kind, Kind::Exec | Kind::Match | Kind::Leave)
         .then(|| c_str(&ev.filename).into_owned())
         .filter(|f| !f.is_empty());
     Some(TrackedEvent {
@@ -88,6 +98,7 @@ pub fn decode(bytes: &[u8]) -> Option<TrackedEvent> {
         ppid: ev.ppid,
         creator_pid: ev.creator_pid,
         service_id: ev.service_id,
+        prev_service_id: ev.prev_service_id,
         time_ns: ev.time_ns,
         start_ns: ev.start_ns,
         cgroup_id: ev.cgroup_id,
@@ -111,6 +122,17 @@ impl TrackedEvent {
                 self.pid,
                 self.filename.as_deref().unwrap_or("?"),
                 self.comm
+            ),
+            Kind::Match => format!(
+                "match pid={} file={} from=#{}",
+                self.pid,
+                self.filename.as_deref().unwrap_or("?"),
+                self.prev_service_id
+            ),
+            Kind::Leave => format!(
+                "leave pid={} file={}",
+                self.pid,
+                self.filename.as_deref().unwrap_or("?")
             ),
             Kind::Exit => match (self.exit_code, self.signal) {
                 (_, Some(sig)) => format!(
@@ -147,6 +169,8 @@ mod tests {
             creator_pid: 9,
             service_id: 3,
             exit_status: status,
+            prev_service_id: 0,
+            reserved: 0,
             time_ns: 5,
             start_ns: 6,
             cgroup_id: 7,

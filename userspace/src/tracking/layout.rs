@@ -129,6 +129,12 @@ impl KernelBtf {
             mm_arg_start: self.offset_of("mm_struct", "arg_start")?,
             mm_arg_end: self.offset_of("mm_struct", "arg_end")?,
             mm_exe_file: self.offset_of("mm_struct", "exe_file")?,
+            bprm_file: self.offset_of("linux_binprm", "file")?,
+            file_inode: self.offset_of("file", "f_inode")?,
+            inode_ino: self.offset_of("inode", "i_ino")?,
+            inode_sb: self.offset_of("inode", "i_sb")?,
+            sb_dev: self.offset_of("super_block", "s_dev")?,
+            signal_flags: self.offset_of("signal_struct", "flags")?,
             reserved: 0,
         })
     }

@@ -2,10 +2,13 @@
 //! ghosts of exited processes, doomed services, the layout in use and the counters. aya's map
 //! errors become the library's [`Error`] here.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
-use bpfkill_common::{maps, stat, tag_flags, Ghost, KernelLayout, ServiceRecord, ServiceStats, Tag};
+use bpfkill_common::{
+    maps, stat, tag_flags, DaemonState, ExeKey, Ghost, KernelLayout, LeaveKey, ServiceRecord, ServiceStats,
+    Tag, COMM_LEN,
+};
 
 use super::pins::PinPaths;
 use crate::error::{Error, Result};
@@ -22,6 +25,42 @@ pub fn open_pinned(paths: &PinPaths, name: &str) -> Result<MapData> {
     open_map(paths, name)
 }
 
+/// The rules the kernel applies at exec: executables and names that make a process the root
+/// of a service, and boundaries where a process leaves its service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    /// Executable → service id.
+    pub exe: BTreeMap<(u64, u64), u32>,
+    /// Name (`comm`, NUL-padded) → service id.
+    pub comm: BTreeMap<[u8; COMM_LEN], u32>,
+    /// (executable, service id) pairs: a process of that service that execs it leaves it.
+    pub leave: BTreeSet<((u64, u64), u32)>,
+}
+
+impl RuleSet {
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.exe.len() + self.comm.len() + self.leave.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn exe_key((dev, ino): (u64, u64)) -> ExeKey {
+    ExeKey { dev, ino }
+}
+
+fn leave_key((exe, service_id): ((u64, u64), u32)) -> LeaveKey {
+    LeaveKey {
+        exe: exe_key(exe),
+        service_id,
+        reserved: 0,
+    }
+}
+
 /// Typed access to the pinned maps of a live tracking instance.
 pub struct Tracking {
     paths: PinPaths,
@@ -31,6 +70,10 @@ pub struct Tracking {
     ghosts: HashMap<MapData, u32, Ghost>,
     doomed_services: HashMap<MapData, u32, u64>,
     service_stats: PerCpuHashMap<MapData, u32, ServiceStats>,
+    rules: HashMap<MapData, ExeKey, u32>,
+    comm_rules: HashMap<MapData, [u8; COMM_LEN], u32>,
+    leave_rules: HashMap<MapData, LeaveKey, u32>,
+    daemon: Array<MapData, DaemonState>,
     layout: Array<MapData, KernelLayout>,
     max_tags: u32,
 }
@@ -58,6 +101,14 @@ impl Tracking {
         let service_stats =
             PerCpuHashMap::try_from(Map::PerCpuHashMap(open_map(paths, maps::SERVICE_STATS)?))
                 .map_err(|e| Error::map("service counters map", e))?;
+        let rules = HashMap::try_from(Map::HashMap(open_map(paths, maps::RULES)?))
+            .map_err(|e| Error::map("exe rules map", e))?;
+        let comm_rules = HashMap::try_from(Map::HashMap(open_map(paths, maps::COMM_RULES)?))
+            .map_err(|e| Error::map("name rules map", e))?;
+        let leave_rules = HashMap::try_from(Map::HashMap(open_map(paths, maps::LEAVE_RULES)?))
+            .map_err(|e| Error::map("boundary rules map", e))?;
+        let daemon = Array::try_from(Map::Array(open_map(paths, maps::DAEMON)?))
+            .map_err(|e| Error::map("daemon state map", e))?;
         let layout = Array::try_from(Map::Array(open_map(paths, maps::LAYOUT)?))
             .map_err(|e| Error::map("layout map", e))?;
         Ok(Self {
@@ -68,6 +119,10 @@ impl Tracking {
             ghosts,
             doomed_services,
             service_stats,
+            rules,
+            comm_rules,
+            leave_rules,
+            daemon,
             layout,
             max_tags,
         })
@@ -109,6 +164,11 @@ impl Tracking {
         self.tags
             .insert(pid, tag, 0)
             .map_err(|e| Error::map(format!("tag process {pid}"), e))
+    }
+
+    /// Removes the tag of `pid` (no error when it has none).
+    pub fn remove_tag(&mut self, pid: u32) {
+        let _ = self.tags.remove(&pid);
     }
 
     /// Marks the tagged process `pid` (whose tag is `tag`) doomed: from now on the kernel kills
@@ -215,6 +275,12 @@ impl Tracking {
         }
     }
 
+    /// The pin tree's lock, held while the returned guard lives (service registrations are
+    /// serialised by it).
+    pub fn lock(&self) -> Result<super::pins::PinLock> {
+        super::pins::PinLock::take(&self.paths)
+    }
+
     /// The pin tree these maps were opened from.
     pub fn paths(&self) -> &PinPaths {
         &self.paths
@@ -229,5 +295,97 @@ impl Tracking {
             }
         }
         out
+    }
+
+    /// The rules in the kernel now.
+    pub fn rules(&self) -> RuleSet {
+        RuleSet {
+            exe: self
+                .rules
+                .iter()
+                .flatten()
+                .map(|(k, v)| ((k.dev, k.ino), v))
+                .collect(),
+            comm: self.comm_rules.iter().flatten().collect(),
+            leave: self
+                .leave_rules
+                .iter()
+                .flatten()
+                .map(|(k, _)| ((k.exe.dev, k.exe.ino), k.service_id))
+                .collect(),
+        }
+    }
+
+    /// Makes the kernel's rules `wanted`: adds what is missing first, then removes what is no
+    /// longer wanted, so a rule kept across a reload never stops matching.
+    pub fn set_rules(&mut self, wanted: &RuleSet) -> Result<()> {
+        let now = self.rules();
+        for (&k, &svc) in &wanted.exe {
+            if now.exe.get(&k) != Some(&svc) {
+                self.rules
+                    .insert(exe_key(k), svc, 0)
+                    .map_err(|e| Error::map("write an exe rule", e))?;
+            }
+        }
+        for (k, &svc) in &wanted.comm {
+            if now.comm.get(k) != Some(&svc) {
+                self.comm_rules
+                    .insert(*k, svc, 0)
+                    .map_err(|e| Error::map("write a name rule", e))?;
+            }
+        }
+        for &k in wanted.leave.difference(&now.leave) {
+            self.leave_rules
+                .insert(leave_key(k), 1, 0)
+                .map_err(|e| Error::map("write a boundary rule", e))?;
+        }
+        for k in now.exe.keys().filter(|k| !wanted.exe.contains_key(k)) {
+            let _ = self.rules.remove(&exe_key(*k));
+        }
+        for k in now.comm.keys().filter(|k| !wanted.comm.contains_key(*k)) {
+            let _ = self.comm_rules.remove(k);
+        }
+        for &k in now.leave.difference(&wanted.leave) {
+            let _ = self.leave_rules.remove(&leave_key(k));
+        }
+        Ok(())
+    }
+
+    /// Adds one exe rule (an upgraded binary at a rule's path), keeping the others.
+    pub fn add_exe_rule(&mut self, key: (u64, u64), service_id: u32) -> Result<()> {
+        self.rules
+            .insert(exe_key(key), service_id, 0)
+            .map_err(|e| Error::map("write an exe rule", e))
+    }
+
+    /// Removes a service from the registry (its counters too). Its tags are not touched.
+    pub fn remove_service(&mut self, service_id: u32) -> Result<()> {
+        self.services
+            .remove(&service_id)
+            .map_err(|e| Error::map(format!("forget service #{service_id}"), e))?;
+        self.reset_service_stats(service_id);
+        Ok(())
+    }
+
+    /// What the daemon last said of itself (pid 0: none).
+    pub fn daemon_state(&self) -> DaemonState {
+        self.daemon.get(&0, 0).unwrap_or_default()
+    }
+
+    /// The daemon recorded in the pinned state, when it is still running (the same process:
+    /// its start time is checked).
+    pub fn running_daemon(&self) -> Option<DaemonState> {
+        let s = self.daemon_state();
+        let alive = s.pid != 0
+            && crate::sys::procs::start_ticks(s.pid)
+                .is_some_and(|t| crate::sys::identity::matches(s.start_ns, t));
+        alive.then_some(s)
+    }
+
+    /// Writes the daemon's state.
+    pub fn set_daemon_state(&mut self, state: &DaemonState) -> Result<()> {
+        self.daemon
+            .set(0, *state, 0)
+            .map_err(|e| Error::map("write the daemon state", e))
     }
 }

@@ -79,7 +79,7 @@ impl PinPaths {
         for (prog, _) in programs::TRACKING {
             let pinned = match PinnedLink::from_pin(self.link(prog)) {
                 Ok(_) => true,
-                Err(e) => match Error::ebpf(format!("open the pinned link of {prog}"), e) {
+                Err(e) => match Error::pin(format!("open the pinned link of {prog}"), e) {
                     denied @ Error::Permission(_) => return Err(denied),
                     _ => false,
                 },
@@ -111,7 +111,7 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
 }
 
 /// An exclusive lock on the pin tree, so two loaders never attach twice.
-pub(crate) struct PinLock(#[allow(dead_code)] fs::File);
+pub struct PinLock(#[allow(dead_code)] fs::File);
 
 impl PinLock {
     /// Takes the lock (blocks while another loader or unloader holds it).

@@ -44,6 +44,11 @@ pub struct Record {
     pub exit_code: Option<i32>,
     /// Killing signal's name (`SIGKILL`).
     pub signal: Option<String>,
+    /// The service a process belonged to before a rule matched it (`match` records; null
+    /// when it belonged to none), or the service a reload concerned.
+    pub from_service: Option<String>,
+    /// Why a reload failed (`reload-failed` records).
+    pub error: Option<String>,
     /// Number of events lost (`lost` records only).
     pub lost: Option<u64>,
 }
@@ -129,6 +134,13 @@ impl Record {
                 None => s.push_str(" creator=?"),
             }
             s.push_str(&format!(" comm={}", Escaped(&self.comm)));
+        } else if self.event == Kind::Match.name() || self.event == Kind::Leave.name() {
+            s.push_str(&format!(" exe={}", Escaped(self.exe.as_deref().unwrap_or("?"))));
+            if let Some(from) = &self.from_service {
+                s.push_str(&format!(" from={}", Escaped(from)));
+            }
+        } else if let Some(error) = &self.error {
+            s.push_str(&format!(" error={}", Escaped(error)));
         } else if self.event == Kind::Exec.name() {
             s.push_str(&format!(" exe={}", Escaped(self.exe.as_deref().unwrap_or("?"))));
             if let Some(argv) = &self.argv {

@@ -119,6 +119,8 @@ fn json_format_is_stable() {
         "argv",
         "exit_code",
         "signal",
+        "from_service",
+        "error",
         "lost",
     ];
     let mut last = 0;
@@ -171,6 +173,7 @@ fn human_lines() {
 #[test]
 fn from_event_maps_fields() {
     let ev = TrackedEvent {
+        prev_service_id: 0,
         kind: Kind::Exit,
         pid: 10,
         ppid: 1,

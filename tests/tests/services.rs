@@ -1,0 +1,344 @@
+//! Services from boot: a configuration of named services whose exe rules match in the kernel
+//! at exec, adoption of running matches, reloads, names resolved through the init system's
+//! conventions, and a registry where one name is one service and unused ones are released.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use bpfkill_tests::{
+    code, forker_bin, is_alive, poll_until, require_privileges, text, unique, wait_gone, Instance, Tree,
+};
+
+const GONE: Duration = Duration::from_secs(10);
+/// A ceiling for slow (emulated) machines, not a delay.
+const SLOW: Duration = Duration::from_secs(120);
+
+/// A scratch directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique(name));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+
+    /// A copy of the forker helper at `name` in this directory: a binary of its own inode.
+    fn binary(&self, name: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::copy(forker_bin(), &path).expect("copy forker");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_config(inst: &Instance, text: &str) {
+    std::fs::write(&inst.config, text).expect("write config");
+}
+
+fn service_names(inst: &Instance) -> Vec<String> {
+    let (_, status) = inst.status();
+    status["services"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Starts `program ARGS` from a shell that puts it in the background and exits at once (a
+/// double-forking shell, as init scripts do): nothing of bpfkill is involved.
+fn started_outside(program: &Path, args: &str) -> Tree {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!("( '{}' {args} & )", program.display()));
+    Tree::spawn(cmd)
+}
+
+#[test]
+fn an_exe_rule_tags_a_daemon_started_outside_bpfkill_and_spares_a_copy() {
+    require_privileges!();
+    let inst = Instance::unloaded();
+    let dir = Scratch::new("bpfkill-rule");
+    let svc_bin = dir.binary("svcd");
+    let decoy_bin = dir.binary("svcd-copy");
+    let service = unique("ruled");
+    write_config(
+        &inst,
+        &format!("[services.{service}]\nexe = \"{}\"\n", svc_bin.display()),
+    );
+    let _daemon = inst.start_daemon("consuming events");
+
+    // Forks at once after its exec: the child (which double-forks a setsid'd escapee) must be
+    // tagged too.
+    let tree = started_outside(&svc_bin, "double-fork --setsid --rename ruled-esc");
+    let (main, escapee) = (tree.pid("main"), tree.pid("escapee"));
+    let decoy = Tree::spawn({
+        let mut c = Command::new(&decoy_bin);
+        c.args(["pause", "--rename", "ruled-esc"]);
+        c
+    });
+    let listed = inst.ps_pids(&service);
+    assert!(listed.contains(&main) && listed.contains(&escapee), "{listed:?}");
+    assert!(
+        !listed.contains(&decoy.pid("pid")),
+        "the copy of the binary matched"
+    );
+    let main_entry = inst.ps(&service).into_iter().find(|e| e["pid"] == main).unwrap();
+    assert_eq!(main_entry["lineage"], "main", "{main_entry}");
+
+    let out = inst.run(["-s", "KILL", "--service", &service]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(wait_gone(main, GONE) && wait_gone(escapee, GONE), "survivors");
+    assert!(is_alive(decoy.pid("pid")), "the decoy was killed");
+    let log = inst.run(["log", "--service", &service]);
+    assert!(text(&log).contains(" match pid="), "{}", text(&log));
+}
+
+#[test]
+fn an_exe_rule_matches_through_a_symlink_and_after_an_upgrade_by_rename() {
+    require_privileges!();
+    let inst = Instance::unloaded();
+    let dir = Scratch::new("bpfkill-upgrade");
+    let svc_bin = dir.binary("upd");
+    let link = dir.0.join("upd-link");
+    std::os::unix::fs::symlink(&svc_bin, &link).unwrap();
+    let service = unique("upgraded");
+    write_config(
+        &inst,
+        &format!("[services.{service}]\nexe = \"{}\"\n", svc_bin.display()),
+    );
+    let _daemon = inst.start_daemon("consuming events");
+
+    let via_link = started_outside(&link, "pause");
+    assert!(
+        inst.ps_pids(&service).contains(&via_link.pid("pid")),
+        "no match through the link"
+    );
+
+    // A package upgrade: a new file renamed over the old path (a new inode).
+    let staged = dir.0.join("upd.new");
+    std::fs::copy(forker_bin(), &staged).unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&staged, &svc_bin).unwrap();
+    assert!(
+        poll_until(SLOW, || inst.status().1["rules"] == 2),
+        "the daemon never added the upgraded file: {}",
+        inst.status().1
+    );
+    let upgraded = started_outside(&svc_bin, "pause");
+    assert!(
+        inst.ps_pids(&service).contains(&upgraded.pid("pid")),
+        "no match after the upgrade"
+    );
+    let out = inst.run(["-s", "KILL", "--service", &service]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}
+
+#[test]
+fn running_matches_are_adopted_at_start_and_reloads_keep_a_broken_config_out() {
+    require_privileges!();
+    let inst = Instance::unloaded();
+    let dir = Scratch::new("bpfkill-reload");
+    let a_bin = dir.binary("ad");
+    let b_bin = dir.binary("bd");
+    let (a, b) = (unique("adopted"), unique("added"));
+    // Running before the daemon starts.
+    let early = started_outside(&a_bin, "pause");
+    write_config(&inst, &format!("[services.{a}]\nexe = \"{}\"\n", a_bin.display()));
+    let daemon = inst.start_daemon("consuming events");
+    let (rc, status) = inst.status();
+    assert_eq!(rc, 0, "{status}");
+    assert_eq!(status["daemon"]["ready"], true, "{status}");
+    let entry = inst
+        .ps(&a)
+        .into_iter()
+        .find(|e| e["pid"] == early.pid("pid"))
+        .expect("the running match was adopted");
+    assert_eq!(entry["lineage"], "main", "{entry}");
+    assert!(
+        poll_until(SLOW, || text(&inst.run(["log", "--service", &a]))
+            .contains(" adopt pid=")),
+        "adoption not journaled"
+    );
+
+    // A valid reload adds a service.
+    write_config(
+        &inst,
+        &format!(
+            "[services.{a}]\nexe = \"{}\"\n[services.{b}]\nexe = \"{}\"\n",
+            a_bin.display(),
+            b_bin.display()
+        ),
+    );
+    let out = inst.run(["reload"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(service_names(&inst).contains(&b));
+    let late = started_outside(&b_bin, "pause");
+    assert!(inst.ps_pids(&b).contains(&late.pid("pid")));
+
+    // A broken one (by SIGHUP this time) keeps the rules running and says why.
+    write_config(
+        &inst,
+        &format!("[services.{a}]\nexe = \"{}\"\nbogus = 1\n", a_bin.display()),
+    );
+    rustix::process::kill_process(daemon.pid(), rustix::process::Signal::HUP).unwrap();
+    assert!(
+        poll_until(SLOW, || inst.status().1["daemon"]["reload_error"].is_string()),
+        "{}",
+        inst.status().1
+    );
+    let (rc, status) = inst.status();
+    assert_eq!(rc, 1, "a failed reload is degraded: {status}");
+    let why = status["daemon"]["reload_error"].as_str().unwrap();
+    assert!(why.contains(":3:") && why.contains("bogus"), "{why}");
+    let out = inst.run(["reload"]);
+    assert_eq!(code(&out), 78, "{}", text(&out));
+    let still = started_outside(&b_bin, "pause");
+    assert!(
+        inst.ps_pids(&b).contains(&still.pid("pid")),
+        "the old rules stopped"
+    );
+    let journal = inst.journal_dir.to_str().unwrap().to_string();
+    assert!(text(&inst.run(["log", "--journal-dir", &journal])).contains("reload-failed"));
+    let _ = inst.run(["-s", "KILL", "--service", &a]);
+    let _ = inst.run(["-s", "KILL", "--service", &b]);
+}
+
+#[test]
+fn check_config_names_file_line_and_reason() {
+    require_privileges!();
+    let inst = Instance::unloaded();
+    write_config(
+        &inst,
+        "[services.x]\nexe = \"/usr/bin/true\"\n\n[services.y]\ncomm = \"a-name-far-too-long\"\n",
+    );
+    let out = inst.run(["check-config"]);
+    assert_eq!(code(&out), 78, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("{}:4:", inst.config.display())), "{err}");
+    write_config(&inst, "[services.x]\nexe = \"/usr/bin/true\"\n");
+    let out = inst.run(["check-config"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // The daemon refuses to start on a broken configuration.
+    write_config(&inst, "[services.x]\nexe = 1\n");
+    let out = inst.cmd().args(["daemon", "--no-journal"]).output().unwrap();
+    assert_eq!(code(&out), 78, "{}", text(&out));
+}
+
+#[test]
+fn a_name_nobody_configured_is_found_through_its_pidfile_under_run() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let name = unique("rundaemon");
+    let tree = started_outside(&forker_bin(), "spawn 2");
+    let main = tree.pid("pid");
+    std::fs::create_dir_all("/run").unwrap();
+    let pidfile = PathBuf::from(format!("/run/{name}.pid"));
+    std::fs::write(&pidfile, format!("{main}\n")).unwrap();
+    std::fs::set_permissions(&pidfile, std::fs::Permissions::from_mode(0o644)).unwrap();
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = Remove(pidfile.clone());
+
+    let dry = inst.run(["-s", "KILL", "--service", &name, "--dry-run"]);
+    assert_eq!(code(&dry), 0, "{}", text(&dry));
+    assert!(is_alive(main), "a dry run signalled");
+    let err = String::from_utf8_lossy(&dry.stderr);
+    assert!(
+        err.contains(&format!("through pidfile {}", pidfile.display())),
+        "{err}"
+    );
+
+    let out = inst.run(["-s", "KILL", "--service", &name]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(wait_gone(main, GONE));
+    // Its children, never reported to the test, went too.
+    assert!(poll_until(GONE, || inst.ps_pids(&name).is_empty()));
+
+    // A typo: a clear error with the close name and how to make it known.
+    let typo = format!("{name}x");
+    let out = inst.run(["-s", "KILL", "--service", &typo]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("did you mean {name:?}")), "{err}");
+    assert!(err.contains("bpfkill track --service"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn twenty_parallel_runs_of_one_name_are_one_service() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let service = unique("same");
+    let trees: Vec<Tree> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| s.spawn(|| inst.run_service(&service, &["pause"])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let named: Vec<String> = service_names(&inst)
+        .into_iter()
+        .filter(|n| *n == service)
+        .collect();
+    assert_eq!(named.len(), 1, "one name, one service");
+    assert_eq!(inst.ps_pids(&service).len(), 20);
+    let out = inst.run(["-s", "KILL", "--service", &service]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    for t in &trees {
+        assert!(wait_gone(t.pid("pid"), GONE), "a survivor");
+    }
+}
+
+#[test]
+fn the_registry_stays_flat_over_500_short_runs() {
+    require_privileges!();
+    let inst = Instance::unloaded();
+    let _daemon = inst.start_daemon("consuming events");
+    let before = inst.status().1["registry_used"].as_u64().unwrap();
+    // A command that cannot start registers nothing.
+    let out = inst.run(["run", "--service", &unique("nope"), "--", "/nonexistent/command"]);
+    assert_eq!(code(&out), 127, "{}", text(&out));
+    assert_eq!(inst.status().1["registry_used"].as_u64().unwrap(), before);
+    for i in 0..500 {
+        let out = inst.run([
+            "run",
+            "--service",
+            &format!("job-{i}-{}", std::process::id()),
+            "--",
+            "true",
+        ]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+    }
+    assert!(
+        poll_until(SLOW, || inst.status().1["registry_used"].as_u64() == Some(before)),
+        "registry never went back to {before}: {}",
+        inst.status().1["registry_used"]
+    );
+    // Their history stays in the journal.
+    let journal = inst.journal_dir.to_str().unwrap().to_string();
+    let log = text(&inst.run([
+        "log",
+        "--journal-dir",
+        &journal,
+        "--service",
+        &format!("job-7-{}", std::process::id()),
+    ]));
+    assert!(log.contains(" exit pid="), "{log}");
+}

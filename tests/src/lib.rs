@@ -550,3 +550,30 @@ pub fn or_skip<T>(found: Result<T, String>) -> Option<T> {
         }
     }
 }
+
+/// A scratch directory for a test, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A fresh directory under the temporary directory.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique(name));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+
+    /// A copy of the forker helper at `name` in this directory: a binary of its own inode.
+    pub fn binary(&self, name: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(name);
+        std::fs::copy(forker_bin(), &path).expect("copy forker");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -10,7 +10,7 @@ use std::{
 };
 
 use bpfkill_tests::{
-    code, is_alive, poll_until, require_privileges, text, unique, wait_gone, Instance, Tree,
+    code, is_alive, poll_until, require_privileges, text, unique, wait_gone, Instance, Scratch, Tree,
 };
 
 const GONE: Duration = Duration::from_secs(10);
@@ -27,23 +27,6 @@ fn summary(out: &Output) -> serde_json::Value {
         .into_iter()
         .find(|l| l["summary"] == true)
         .unwrap_or_else(|| panic!("no summary: {}", text(out)))
-}
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(unique(name));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A root-owned pidfile (mode 0644) holding `pid`.

@@ -10,37 +10,13 @@ use std::{
 };
 
 use bpfkill_tests::{
-    code, forker_bin, is_alive, poll_until, require_privileges, text, unique, wait_gone, Instance, Tree,
+    code, forker_bin, is_alive, poll_until, require_privileges, text, unique, wait_gone, Instance, Scratch,
+    Tree,
 };
 
 const GONE: Duration = Duration::from_secs(10);
 /// A ceiling for slow (emulated) machines, not a delay.
 const SLOW: Duration = Duration::from_secs(120);
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(unique(name));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-
-    /// A copy of the forker helper at `name` in this directory: a binary of its own inode.
-    fn binary(&self, name: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::copy(forker_bin(), &path).expect("copy forker");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn write_config(inst: &Instance, text: &str) {
     std::fs::write(&inst.config, text).expect("write config");

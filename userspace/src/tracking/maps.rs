@@ -17,6 +17,14 @@ fn open_map(paths: &PinPaths, name: &str) -> Result<MapData> {
     MapData::from_pin(paths.map(name)).map_err(|e| Error::map(format!("open pinned map {name}"), e))
 }
 
+/// Opens pinned map `name` as the typed map `T`; `kind` is its `Map` variant.
+fn typed<T>(paths: &PinPaths, name: &str, kind: fn(MapData) -> Map) -> Result<T>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    T::try_from(kind(open_map(paths, name)?)).map_err(|e| Error::map(format!("pinned map {name}"), e))
+}
+
 /// Opens one of the pinned maps, for consumers that need only it (the daemon's ring buffer).
 pub fn open_pinned(paths: &PinPaths, name: &str) -> Result<MapData> {
     if !paths.is_live()? {
@@ -90,27 +98,16 @@ impl Tracking {
             .map(|i| i.max_entries())
             .map_err(|e| Error::map("read tag map info", e))?;
         let tags = HashMap::try_from(Map::HashMap(tags_data)).map_err(|e| Error::map("tag map", e))?;
-        let services = HashMap::try_from(Map::HashMap(open_map(paths, maps::SERVICES)?))
-            .map_err(|e| Error::map("service map", e))?;
-        let stats = PerCpuArray::try_from(Map::PerCpuArray(open_map(paths, maps::STATS)?))
-            .map_err(|e| Error::map("stats map", e))?;
-        let ghosts = HashMap::try_from(Map::LruHashMap(open_map(paths, maps::GHOSTS)?))
-            .map_err(|e| Error::map("ghost map", e))?;
-        let doomed_services = HashMap::try_from(Map::HashMap(open_map(paths, maps::DOOMED_SERVICES)?))
-            .map_err(|e| Error::map("doomed-services map", e))?;
-        let service_stats =
-            PerCpuHashMap::try_from(Map::PerCpuHashMap(open_map(paths, maps::SERVICE_STATS)?))
-                .map_err(|e| Error::map("service counters map", e))?;
-        let rules = HashMap::try_from(Map::HashMap(open_map(paths, maps::RULES)?))
-            .map_err(|e| Error::map("exe rules map", e))?;
-        let comm_rules = HashMap::try_from(Map::HashMap(open_map(paths, maps::COMM_RULES)?))
-            .map_err(|e| Error::map("name rules map", e))?;
-        let leave_rules = HashMap::try_from(Map::HashMap(open_map(paths, maps::LEAVE_RULES)?))
-            .map_err(|e| Error::map("boundary rules map", e))?;
-        let daemon = Array::try_from(Map::Array(open_map(paths, maps::DAEMON)?))
-            .map_err(|e| Error::map("daemon state map", e))?;
-        let layout = Array::try_from(Map::Array(open_map(paths, maps::LAYOUT)?))
-            .map_err(|e| Error::map("layout map", e))?;
+        let services = typed(paths, maps::SERVICES, Map::HashMap)?;
+        let stats = typed(paths, maps::STATS, Map::PerCpuArray)?;
+        let ghosts = typed(paths, maps::GHOSTS, Map::LruHashMap)?;
+        let doomed_services = typed(paths, maps::DOOMED_SERVICES, Map::HashMap)?;
+        let service_stats = typed(paths, maps::SERVICE_STATS, Map::PerCpuHashMap)?;
+        let rules = typed(paths, maps::RULES, Map::HashMap)?;
+        let comm_rules = typed(paths, maps::COMM_RULES, Map::HashMap)?;
+        let leave_rules = typed(paths, maps::LEAVE_RULES, Map::HashMap)?;
+        let daemon = typed(paths, maps::DAEMON, Map::Array)?;
+        let layout = typed(paths, maps::LAYOUT, Map::Array)?;
         Ok(Self {
             paths: paths.clone(),
             tags,

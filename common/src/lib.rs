@@ -447,8 +447,8 @@ pub struct KernelLayout {
     pub sb_dev: u32,
     /// `signal_struct.flags` (`SIGNAL_GROUP_EXIT`: the process is dying already).
     pub signal_flags: u32,
-    /// Reserved (keeps the size a multiple of 8).
-    pub reserved: u32,
+    /// `signal_struct.pids[PIDTYPE_PGID]` (struct pid pointer)
+    pub signal_pgid_pid: u32,
 }
 
 /// Longest command line the task iterator copies (longer ones are cut and flagged).
@@ -493,6 +493,10 @@ pub struct TaskSnapshot {
     pub flags: u32,
     /// Bytes of command line that follow.
     pub cmdline_len: u32,
+    /// Process group id (in the initial PID namespace).
+    pub pgid: u32,
+    /// Reserved (keeps `exe_key` 8-aligned).
+    pub reserved: u32,
     /// comm.
     pub comm: [u8; COMM_LEN],
     /// Identity of its executable (`mm->exe_file`, as an opaque key): processes with the same

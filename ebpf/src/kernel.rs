@@ -46,7 +46,7 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     inode_sb: 0,
     sb_dev: 0,
     signal_flags: 0,
-    reserved: 0,
+    signal_pgid_pid: 0,
 });
 
 /// Error from a kernel read (the helper's negative errno).

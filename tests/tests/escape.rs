@@ -106,6 +106,21 @@ fn setsid_and_double_fork() {
 }
 
 #[test]
+fn setpgid_and_double_fork() {
+    require_privileges!();
+    let name = "esc-pgrp";
+    case(
+        "e-pg",
+        name,
+        &["double-fork", "--setpgid", "--rename", name],
+        &[Expect {
+            key: "escapee",
+            reasons: &["reparented", "new-pgrp", "renamed"],
+        }],
+    );
+}
+
+#[test]
 fn daemon_3() {
     require_privileges!();
     let name = "esc-daemon";

@@ -326,7 +326,9 @@ fn ps_from_the_kernel_task_iterator_matches_proc() {
     let a = inst.run_service(&service, &["double-fork", "--setsid", "--rename", "f-iter-esc"]);
     let b = inst.run_service(&service, &["pidns", "--rename", "f-iter-ns"]);
     let c = inst.run_service(&service, &["threads", "3"]);
-    for tree in [&a, &b, &c] {
+    // A title rewritten as sshd's: the kernel's copy of the argument area ends without a NUL.
+    let d = inst.run_service(&service, &["retitle", "f-iter: alice@pts/0 [priv]"]);
+    for tree in [&a, &b, &c, &d] {
         tree.settle(); // a state read while one is still running would differ between reads
     }
     let listing = |source: &str| -> Vec<serde_json::Value> {
@@ -340,8 +342,19 @@ fn ps_from_the_kernel_task_iterator_matches_proc() {
         serde_json::from_slice(&out.stdout).expect("JSON")
     };
     let (kernel, proc) = (listing("kernel"), listing("proc"));
-    assert_eq!(kernel.len(), 6, "{kernel:#?}");
+    assert_eq!(kernel.len(), 7, "{kernel:#?}");
     for (k, p) in kernel.iter().zip(&proc) {
         assert_eq!(k, p, "the task iterator and /proc disagree");
     }
+    let retitled = kernel
+        .iter()
+        .find(|e| e["pid"] == d.pid("main"))
+        .unwrap_or_else(|| panic!("the retitled process is not listed: {kernel:#?}"));
+    let cmdline = retitled["cmdline"].as_str().unwrap();
+    assert!(
+        cmdline.starts_with("f-iter: alice@pts/0 [priv] ===")
+            && cmdline.ends_with('=')
+            && !cmdline.contains("rrrr"),
+        "the whole rewritten title, nothing of the environment: {cmdline:?}"
+    );
 }

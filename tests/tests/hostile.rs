@@ -4,7 +4,7 @@
 
 use std::{
     os::unix::{fs::PermissionsExt, process::CommandExt},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output},
     time::{Duration, Instant},
 };
@@ -444,9 +444,15 @@ fn a_plain_shell_pipeline_shows_no_escape_and_the_column_fits() {
     require_privileges!();
     let inst = Instance::loaded();
     let service = unique("plain");
+    // Debian's dash and coreutils' sleep where they are (the VMs carry them beside busybox,
+    // whose applets rename themselves without an exec: a real rename, but not a plain shell).
+    let debian = |p: &'static str, or: &'static str| if Path::new(p).is_file() { p } else { or };
+    let (sh, sleep) = (debian("/usr/bin/dash", "sh"), debian("/usr/bin/sleep", "sleep"));
     let mut cmd = inst.cmd();
-    cmd.args(["run", "--service", &service, "--", "sh", "-c"])
-        .arg("sleep 1000 & echo \"ready pid=$$ child=$!\"; exec sleep 1001");
+    cmd.args(["run", "--service", &service, "--", sh, "-c"])
+        .arg(format!(
+            "{sleep} 1000 & echo \"ready pid=$$ child=$!\"; exec {sleep} 1001"
+        ));
     let tree = Tree::spawn(cmd);
     let (main, child) = (tree.pid("pid"), tree.pid("child"));
     assert!(

@@ -318,3 +318,146 @@ fn the_registry_stays_flat_over_500_short_runs() {
     ]));
     assert!(log.contains(" exit pid="), "{log}");
 }
+
+/// A program on PATH, or None.
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
+}
+
+/// A supervisor (runsv or s6-supervise) running a service directory; on drop it is killed
+/// with whatever it is running then, and the directory removed.
+struct Supervised {
+    dir: PathBuf,
+    supervisor: std::process::Child,
+    /// The supervised process now, as its supervisor reports it.
+    current: CurrentPid,
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let current = (self.current)(&self.dir);
+        let _ = self.supervisor.kill();
+        let _ = self.supervisor.wait();
+        if let Some(pid) = current {
+            // SAFETY: SIGKILL to the test's own supervised process.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How to ask a supervisor for the PID it runs now.
+type CurrentPid = fn(&Path) -> Option<u32>;
+
+fn runit_pid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("supervise/pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn s6_pid(dir: &Path) -> Option<u32> {
+    let out = Command::new("s6-svstat").arg("-p").arg(dir).output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&p: &u32| p > 0)
+}
+
+/// Starts `supervisor` on a service directory `base/NAME` whose first run is a forker with two
+/// children (its ready line in `out`) and whose restarts are a lone pause.
+fn supervise(supervisor: &Path, base: &str, name: &str, current: CurrentPid) -> Supervised {
+    let dir = Path::new(base).join(name);
+    std::fs::create_dir_all(&dir).expect("service dir");
+    let forker = forker_bin();
+    let script = format!(
+        "#!/bin/sh\nif [ -e ran ]; then exec '{f}' pause --quiet; fi\n: > ran\nexec '{f}' spawn 2 >> out\n",
+        f = forker.display()
+    );
+    let run = dir.join("run");
+    std::fs::write(&run, script).expect("run script");
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let child = Command::new(supervisor)
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the supervisor");
+    Supervised {
+        dir,
+        supervisor: child,
+        current,
+    }
+}
+
+#[test]
+fn a_name_nobody_configured_is_found_through_its_runit_or_s6_supervisor_and_again_after_a_restart() {
+    require_privileges!();
+    let cases: [(&str, &str, &str, CurrentPid); 2] = [
+        ("runsv", "/etc/sv", "runit pidfile /etc/sv/", runit_pid),
+        ("s6-supervise", "/run/service", "s6 service /run/service/", s6_pid),
+    ];
+    let mut ran = 0;
+    for (tool, base, via, current) in cases {
+        let Some(supervisor) = on_path(tool) else {
+            eprintln!("{tool} is not installed: its case is not run");
+            continue;
+        };
+        ran += 1;
+        let inst = Instance::loaded();
+        let name = unique("sv");
+        let sup = supervise(&supervisor, base, &name, current);
+        let out_file = sup.dir.join("out");
+        let mut first = None;
+        assert!(
+            poll_until(SLOW, || {
+                first = std::fs::read_to_string(&out_file).ok().and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("ready pid="))
+                        .and_then(|p| p.trim().parse::<u32>().ok())
+                });
+                first.is_some() && (sup.current)(&sup.dir) == first
+            }),
+            "{tool} did not start the service"
+        );
+        let main = first.unwrap();
+
+        let out = inst.run(["-s", "KILL", "--service", &name]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("through {via}{name}")), "{tool}: {err}");
+        assert!(wait_gone(main, GONE), "{tool}: the main process survived");
+        assert!(poll_until(GONE, || inst.ps_pids(&name).is_empty()));
+        let mut sup = sup;
+        assert!(
+            sup.supervisor.try_wait().unwrap().is_none(),
+            "{tool}, the parent of the service, was signalled"
+        );
+
+        // The supervisor restarts it; the name finds the new incarnation.
+        let mut again = None;
+        assert!(
+            poll_until(SLOW, || {
+                again = (sup.current)(&sup.dir).filter(|&p| p != main);
+                again.is_some()
+            }),
+            "{tool} did not restart the service"
+        );
+        let again = again.unwrap();
+        let out = inst.run(["-s", "KILL", "--service", &name]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("restarted: found PID"), "{tool}: {err}");
+        assert!(wait_gone(again, GONE), "{tool}: the restarted process survived");
+    }
+    if ran == 0 {
+        bpfkill_tests::skip("neither runit's runsv nor s6-supervise is installed");
+    }
+}

@@ -59,6 +59,10 @@ enum Task {
         /// Multi-threaded TCG: faster, but racy when the guest live-patches its code.
         #[arg(long, conflicts_with = "kvm")]
         mttcg: bool,
+        /// How many VMs boot at once. A single-threaded TCG guest keeps one host core busy, so
+        /// the default is the number of cores.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
         /// Extra arguments for the test binaries (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -122,6 +126,7 @@ fn task(task: Task) -> Result<()> {
                     timeout: std::time::Duration::ZERO,
                     kvm: false,
                     mttcg: false,
+                    jobs: 1,
                     test_args: args,
                 },
             )
@@ -132,6 +137,7 @@ fn task(task: Task) -> Result<()> {
             timeout,
             kvm,
             mttcg,
+            jobs,
             args,
         } => {
             bootstrap()?;
@@ -146,6 +152,7 @@ fn task(task: Task) -> Result<()> {
                     timeout,
                     kvm,
                     mttcg,
+                    jobs: jobs.map_or_else(|| vm::default_jobs(mttcg), usize::from),
                     test_args: args,
                 },
             )

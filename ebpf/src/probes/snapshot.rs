@@ -149,6 +149,10 @@ fn fill(snap: &mut TaskSnapshot, task: *const u8) -> Result<(), ReadError> {
             // upid numbers[0].nr: the number in the initial namespace.
             snap.sid = load_at(sid_pid, layout!(pid_numbers));
         }
+        let pgid_pid: *const u8 = load_at(signal, layout!(signal_pgid_pid));
+        if !pgid_pid.is_null() {
+            snap.pgid = load_at(pgid_pid, layout!(pid_numbers));
+        }
         let css: *const u8 = load_at(task, layout!(task_cgroups));
         let cgrp: *const u8 = load_at(css, layout!(css_set_dfl_cgrp));
         let kn: *const u8 = load_at(cgrp, layout!(cgroup_kn));

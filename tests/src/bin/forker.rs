@@ -3,8 +3,9 @@
 //! on that line instead of sleeping.
 //!
 //! Modes:
-//! - `double-fork [--setsid] [--rename NAME]`: the main process forks a child that (optionally
-//!   after setsid) forks a grandchild and exits; the grandchild is reparented to init.
+//! - `double-fork [--setsid] [--setpgid] [--rename NAME]`: the main process forks a child that
+//!   (optionally after setsid, or setpgid into a group of its own) forks a grandchild and
+//!   exits; the grandchild is reparented to init.
 //!   `ready main=PID escapee=PID`, then both pause.
 //! - `threads N`: starts N threads, prints `ready pid=PID`, then the leader thread exits
 //!   first while the others keep running.
@@ -17,6 +18,8 @@
 //!   forever, each child re-exec'ing itself first (confine it with a pids cgroup).
 //! - `spawn N`: forks N children that pause, then prints `ready pid=PID` and pauses.
 //! - `mover DIR`: forks a child that moves itself into cgroup DIR; `ready main=PID mover=PID`.
+//! - `retitle TITLE`: rewrites its command line to TITLE followed by more `=` than its arguments
+//!   took, spilling into the environment as setproctitle does.
 //! - `daemon [--rename NAME]`: forks a child that calls daemon(3) (fork, setsid, stdio to
 //!   /dev/null); the daemonised process reports itself: `ready main=PID escapee=PID`.
 //! - `clone-parent [--rename NAME]`: the main process clones with CLONE_PARENT, so the new
@@ -87,6 +90,7 @@ fn flag_value(args: &[String], flag: &str) -> Option<String> {
 
 fn double_fork(args: &[String]) -> ! {
     let setsid = args.iter().any(|a| a == "--setsid");
+    let setpgid = args.iter().any(|a| a == "--setpgid");
     let name = flag_value(args, "--rename");
     let mut fds = [0; 2];
     // SAFETY: fds has room for two descriptors.
@@ -99,6 +103,10 @@ fn double_fork(args: &[String]) -> ! {
         if setsid {
             // SAFETY: no preconditions.
             unsafe { libc::setsid() };
+        }
+        // SAFETY: no preconditions; a process group of its own, in the same session.
+        if setpgid && unsafe { libc::setpgid(0, 0) } != 0 {
+            die("setpgid");
         }
         let grandchild = fork();
         if grandchild == 0 {
@@ -320,6 +328,42 @@ fn main_reports(pipe: &PidPipe) -> ! {
     pause_forever()
 }
 
+/// Rewrites its own command line the way setproctitle does (sshd's "sshd: user@pts/0"):
+/// the new title is longer than the argument area and runs on into the environment's, with
+/// no NUL where the arguments ended.
+fn retitle(args: &[String]) -> ! {
+    const ROOM: &str = "FORKER_TITLE_ROOM";
+    let title = args.first().cloned().unwrap_or_else(|| die("retitle: no title"));
+    if std::env::var_os(ROOM).is_none() {
+        // Re-exec with an environment big enough to take the spill-over.
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().unwrap_or_else(|_| die("current_exe"));
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(ROOM, "r".repeat(4096))
+            .exec();
+        die(&format!("re-exec: {err}"));
+    }
+    let stat = procfs::process::Process::myself()
+        .and_then(|p| p.stat())
+        .unwrap_or_else(|_| die("stat"));
+    let (Some(start), Some(end), Some(env_end)) = (stat.arg_start, stat.arg_end, stat.env_end) else {
+        die("no argument area in stat");
+    };
+    let new = format!("{title} {}", "=".repeat((end - start) as usize));
+    if start + new.len() as u64 >= env_end {
+        die("no room for the title");
+    }
+    // SAFETY: [arg_start, env_end) is this process's own writable stack memory holding its
+    // arguments and environment, neither of which is read again.
+    unsafe {
+        std::ptr::copy_nonoverlapping(new.as_ptr(), start as *mut u8, new.len());
+        *((start as *mut u8).add(new.len())) = 0;
+    }
+    say(&format!("ready main={}", std::process::id()));
+    pause_forever()
+}
+
 fn daemon_mode(args: &[String]) -> ! {
     let pipe = PidPipe::new();
     if fork() == 0 {
@@ -537,6 +581,7 @@ fn main() {
         "exec-other" => exec_other(rest),
         "subreaper" => subreaper(rest),
         "pidns" => pidns(rest),
+        "retitle" => retitle(rest),
         "pause" => {
             maybe_rename(rest);
             if rest.iter().any(|a| a == "--ignore-term") {

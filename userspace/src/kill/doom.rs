@@ -22,6 +22,9 @@ use crate::{
 const DOOM_LIMIT: Duration = Duration::from_secs(60);
 /// How long doom mode waits for killed targets between collections.
 const DOOM_SETTLE: Duration = Duration::from_millis(20);
+/// When doom mode gives up: how long the last SIGKILLs get to take effect before whoever is
+/// left counts as a survivor.
+const DOOM_LAST_WAIT: Duration = Duration::from_secs(1);
 
 impl Kill<'_> {
     /// SIGKILL with doom mode, until no target is left (or [`DOOM_LIMIT`]).
@@ -100,6 +103,11 @@ impl Kill<'_> {
             self.live = wait_all(std::mem::take(&mut self.live), Some(DOOM_SETTLE));
             if Instant::now() >= deadline {
                 tracing::warn!("doom mode gave up after {DOOM_LIMIT:?}; reporting what is left");
+                // Whoever outlives the last wait is a survivor: the report counts them and
+                // the kill does not exit 0, waited for or not.
+                self.live = wait_all(std::mem::take(&mut self.live), Some(DOOM_LAST_WAIT));
+                self.report.doom_gave_up = true;
+                self.report.waited = true;
                 break;
             }
         }

@@ -127,6 +127,8 @@ pub struct KillReport {
     pub left_out: Vec<u32>,
     /// Doom mode was requested but could not be armed (why).
     pub doom_unavailable: Option<String>,
+    /// Doom mode reached its time limit with targets left (they are the survivors).
+    pub doom_gave_up: bool,
 }
 
 #[derive(Serialize)]
@@ -164,6 +166,9 @@ struct JsonSummary<'a> {
     concurrent_kill: bool,
     untagged: u64,
     left_out: &'a [u32],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    doom_unavailable: Option<&'a str>,
+    doom_gave_up: bool,
     exit_code: u8,
 }
 
@@ -182,6 +187,7 @@ impl KillReport {
             untagged: 0,
             left_out: Vec::new(),
             doom_unavailable: None,
+            doom_gave_up: false,
         }
     }
 
@@ -229,6 +235,13 @@ impl KillReport {
             writeln!(
                 out,
                 "warning: doom mode unavailable ({why}); fell back to repeated passes"
+            )?;
+        }
+        if self.doom_gave_up {
+            writeln!(
+                out,
+                "warning: processes of {} were still being created or killed when doom mode reached its time limit; the survivors are marked STILL ALIVE",
+                Escaped(&self.service)
             )?;
         }
         for r in &self.results {
@@ -352,6 +365,8 @@ impl KillReport {
             concurrent_kill: self.concurrent_kill,
             untagged: self.untagged,
             left_out: &self.left_out,
+            doom_unavailable: self.doom_unavailable.as_deref(),
+            doom_gave_up: self.doom_gave_up,
             exit_code,
         };
         serde_json::to_writer(&mut *out, &summary)?;

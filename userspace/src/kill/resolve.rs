@@ -40,19 +40,28 @@ pub struct Discovery {
     pub unit: Option<String>,
 }
 
-/// Makes sure the service `name` is registered: when it is not, finds it through the init
-/// system and adopts it with its current subtree. Returns what was found where, when it
-/// adopted; an error naming where it looked, close names and how to make it known, when
-/// nothing was found.
+/// Makes sure the service `name` is registered with its processes: when it is not, finds it
+/// through the init system and adopts it with its current subtree. A registered service with
+/// no live process left (a supervisor restarted it since) is looked for again the same way,
+/// as a new incarnation of the name. Returns what was found where, when it adopted; an error
+/// naming where it looked, close names and how to make it known, when an unknown name was
+/// found nowhere.
 pub fn ensure_known(tracking: &mut Tracking, name: &str, how: &Discovery) -> Result<Option<String>> {
-    if registry::resolve(tracking, name).is_ok() {
-        return Ok(None);
-    }
-    registry::validate_name(name)?;
     let hints = Hints {
         pidfile: how.pidfile.as_deref(),
         unit: how.unit.as_deref(),
     };
+    if let Ok(service) = registry::resolve(tracking, name) {
+        if registry::live_processes(tracking, service.id) > 0 {
+            return Ok(None);
+        }
+        return match discover::find(name, &hints) {
+            Some(found) => adopt_found(tracking, name, &found, "restarted: "),
+            // Nothing to find: the kill reports that nothing matched.
+            None => Ok(None),
+        };
+    }
+    registry::validate_name(name)?;
     let Some(found) = discover::find(name, &hints) else {
         let known: Vec<String> = registry::list(tracking).into_iter().map(|s| s.name).collect();
         return Err(Error::ServiceNotFound {
@@ -62,9 +71,19 @@ pub fn ensure_known(tracking: &mut Tracking, name: &str, how: &Discovery) -> Res
             known,
         });
     };
+    adopt_found(tracking, name, &found, "")
+}
+
+/// Adopts what discovery found as service `name`; the message for stderr.
+fn adopt_found(
+    tracking: &mut Tracking,
+    name: &str,
+    found: &discover::Found,
+    how: &str,
+) -> Result<Option<String>> {
     let adopted = adopt::track(tracking, name, &PidSource::Pid(found.pid))?;
     Ok(Some(format!(
-        "{name}: found PID {} through {}; tracking it and {} descendant(s) now (their lineage before now is unknown)",
+        "{name}: {how}found PID {} through {}; tracking it and {} descendant(s) now (their lineage before now is unknown)",
         found.pid,
         found.via,
         adopted.adopted.len().saturating_sub(1) + adopted.already_tagged

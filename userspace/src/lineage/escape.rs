@@ -20,6 +20,10 @@ pub enum Reason {
     /// It called setsid: it leads a session of its own, or its session differs from its
     /// creator's (the main process's when the creator has exited).
     NewSession,
+    /// It moved to a process group of its own (setpgid) within its session: `kill -- -PGID`
+    /// of its creator's group misses it. Not reported on top of a new session (setsid makes
+    /// a new group too).
+    NewPgrp,
     /// It lives in another PID namespace than its creator (or the main process).
     NewPidns,
     /// Its name differs from the one the kernel gave it at its fork or last exec.
@@ -35,6 +39,7 @@ impl Reason {
             Reason::Reparented => "rep",
             Reason::LeftCgroup => "cg",
             Reason::NewSession => "sid",
+            Reason::NewPgrp => "pg",
             Reason::NewPidns => "ns",
             Reason::Renamed => "ren",
             Reason::Exec => "exe",
@@ -47,6 +52,7 @@ impl Reason {
             Reason::Reparented => "reparented",
             Reason::LeftCgroup => "left-cgroup",
             Reason::NewSession => "new-session",
+            Reason::NewPgrp => "new-pgrp",
             Reason::NewPidns => "new-pidns",
             Reason::Renamed => "renamed",
             Reason::Exec => "exec",
@@ -64,6 +70,8 @@ pub struct Facts<'a> {
     pub ppid: u32,
     /// Session id.
     pub sid: u32,
+    /// Process group id.
+    pub pgid: u32,
     /// Inode of its PID namespace.
     pub pidns: Option<u64>,
     /// Its cgroup v2 id now.
@@ -83,6 +91,7 @@ impl Facts<'static> {
             pid,
             ppid: stat.ppid as u32,
             sid: stat.session as u32,
+            pgid: stat.pgrp as u32,
             pidns: p
                 .namespaces()
                 .ok()
@@ -115,8 +124,12 @@ pub fn reasons(tag: &Tag, facts: &Facts<'_>, creator: Option<&Facts<'_>>, ctx: &
     // Compared with the creator, or, when it has exited, with the service's main process.
     let reference = creator.or(ctx.main);
     // A forked child starts in its creator's session, never as a session leader.
+    // ... and in its creator's process group: a group of its own, or another one, within the
+    // same session, is setpgid's doing.
     if forked && (facts.sid == facts.pid || reference.is_some_and(|r| r.sid != facts.sid)) {
         out.push(Reason::NewSession);
+    } else if forked && (facts.pgid == facts.pid || reference.is_some_and(|r| r.pgid != facts.pgid)) {
+        out.push(Reason::NewPgrp);
     }
     if forked {
         let ns = reference.and_then(|f| f.pidns);
@@ -149,6 +162,7 @@ mod tests {
             pid,
             ppid,
             sid,
+            pgid: sid,
             pidns: Some(1),
             cgroup_id: Some(10),
             comm: comm.into(),
@@ -213,6 +227,24 @@ mod tests {
         assert_eq!(
             reasons(&forked(7, "svc"), &under, Some(&creator), &ctx),
             vec![Reason::NewSession]
+        );
+        // setpgid(0, 0) in the creator's session: a group of its own.
+        let leader = Facts {
+            pgid: 8,
+            ..facts(8, 7, 7, "svc", "/usr/bin/svc")
+        };
+        assert_eq!(
+            reasons(&forked(7, "svc"), &leader, Some(&creator), &ctx),
+            vec![Reason::NewPgrp]
+        );
+        // Joined another group of the session without leading it.
+        let joined = Facts {
+            pgid: 3,
+            ..facts(9, 7, 7, "svc", "/usr/bin/svc")
+        };
+        assert_eq!(
+            reasons(&forked(7, "svc"), &joined, Some(&creator), &ctx),
+            vec![Reason::NewPgrp]
         );
         let execed = Tag {
             flags: tag_flags::FORKED | tag_flags::EXECED,

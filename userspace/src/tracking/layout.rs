@@ -135,7 +135,10 @@ impl KernelBtf {
             inode_sb: self.offset_of("inode", "i_sb")?,
             sb_dev: self.offset_of("super_block", "s_dev")?,
             signal_flags: self.offset_of("signal_struct", "flags")?,
-            reserved: 0,
+            signal_pgid_pid: self.offset_of(
+                "signal_struct",
+                &format!("pids[{}]", self.enum_value("pid_type", "PIDTYPE_PGID")?),
+            )?,
         })
     }
 

@@ -140,6 +140,13 @@ pub(super) fn build_initramfs(root: &Path, manifest: &Manifest, path: &Path) -> 
     let mut elves: Vec<PathBuf> = manifest.binaries.iter().map(|b| b.path.clone()).collect();
     elves.push(crate::bpfkill_bin());
     elves.push(crate::bpfkill_bin().with_file_name("forker"));
+    elves.extend(
+        super::SUPERVISORS
+            .iter()
+            .chain(&super::DEBIAN_TOOLS)
+            .map(|t| Path::new("/usr/bin").join(t))
+            .filter(|p| p.is_file()),
+    );
     elves.push(init);
     let mut libs = BTreeSet::new();
     for elf in &elves {

@@ -11,7 +11,10 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::mpsc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -39,6 +42,8 @@ pub struct Options {
     pub kvm: bool,
     /// Multi-threaded TCG (faster, but see `vm_run`).
     pub mttcg: bool,
+    /// How many VMs run at once.
+    pub jobs: usize,
     /// Arguments for every test binary (a name filter, `--nocapture`, ...).
     pub test_args: Vec<String>,
 }
@@ -53,8 +58,29 @@ struct Row {
     failures: Vec<String>,
 }
 
+/// Init-system supervisors the suite finds services through (tests without them skip), on
+/// PATH and packed into the VMs' initramfs.
+pub(crate) const SUPERVISORS: [&str; 3] = ["runsv", "s6-supervise", "s6-svstat"];
+/// Debian's own shell and sleep, packed into the VMs beside busybox (whose applets rename
+/// themselves without an exec) for the tests of what a plain shell does.
+pub(crate) const DEBIAN_TOOLS: [&str; 2] = ["dash", "sleep"];
+
+/// Installs the supervisors when they are missing and this is root (a plain user's run skips
+/// their test instead).
+fn ensure_supervisors() -> Result<()> {
+    if crate::is_root()
+        && SUPERVISORS
+            .iter()
+            .any(|t| !Path::new("/usr/bin").join(t).is_file())
+    {
+        crate::bootstrap::apt_install(&["runit", "s6"])?;
+    }
+    Ok(())
+}
+
 /// Builds the suite, runs it where asked, prints the table; fails if anything failed.
 pub fn run(root: &Path, opts: &Options) -> Result<()> {
+    ensure_supervisors()?;
     let manifest = build_suite(&opts.test_args)?;
     let mut rows = Vec::new();
     if opts.host {
@@ -78,34 +104,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     }
     if !opts.kernels.is_empty() {
         ensure_qemu()?;
-    }
-    for spec in &opts.kernels {
-        let started = Instant::now();
-        let row = match vm_run(root, spec, &manifest, opts) {
-            Ok((kernel, tally, problem, failures)) => Row {
-                kernel,
-                how: if opts.kvm {
-                    "vm kvm"
-                } else if opts.mttcg {
-                    "vm mttcg"
-                } else {
-                    "vm tcg"
-                },
-                tally,
-                elapsed: started.elapsed(),
-                problem,
-                failures,
-            },
-            Err(e) => Row {
-                kernel: spec.clone(),
-                how: "vm",
-                tally: None,
-                elapsed: started.elapsed(),
-                problem: Some(format!("{e:#}")),
-                failures: Vec::new(),
-            },
-        };
-        rows.push(row);
+        rows.extend(run_vms(root, &manifest, opts)?);
     }
     // The failures again, next to the table, where a truncated log still shows them.
     for r in rows.iter().filter(|r| !r.failures.is_empty()) {
@@ -217,11 +216,81 @@ fn build_suite(test_args: &[String]) -> Result<Manifest> {
     })
 }
 
-/// Boots one kernel with the suite.
-fn vm_run(root: &Path, spec: &str, manifest: &Manifest, opts: &Options) -> Result<VmOutcome> {
-    let (label, vmlinuz) = kernel_image(root, spec)?;
+/// VMs to run at once by default: one per host core for single-threaded TCG (each guest keeps
+/// one host thread busy), one per two cores when each guest runs a thread per vCPU.
+pub fn default_jobs(mttcg: bool) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if mttcg {
+        (cores / 2).max(1)
+    } else {
+        cores
+    }
+}
+
+/// Fetches every kernel and packs the initramfs once, then boots up to `opts.jobs` kernels at
+/// a time; rows come back in the order the kernels were given.
+fn run_vms(root: &Path, manifest: &Manifest, opts: &Options) -> Result<Vec<Row>> {
     let initrd = cache_dir(root).join("initramfs.cpio");
     build_initramfs(root, manifest, &initrd)?;
+    // Fetched one after another: apt-get takes a lock of its own.
+    let images: Vec<_> = opts.kernels.iter().map(|spec| kernel_image(root, spec)).collect();
+    let how = if opts.kvm {
+        "vm kvm"
+    } else if opts.mttcg {
+        "vm mttcg"
+    } else {
+        "vm tcg"
+    };
+    let next = AtomicUsize::new(0);
+    let rows: Mutex<Vec<Option<Row>>> = Mutex::new((0..images.len()).map(|_| None).collect());
+    let workers = opts.jobs.clamp(1, images.len().max(1));
+    if workers > 1 {
+        eprintln!("booting {} kernels, {workers} at a time", images.len());
+    }
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(image) = images.get(i) else { break };
+                let spec = &opts.kernels[i];
+                let started = Instant::now();
+                let outcome = match image {
+                    Ok((label, vmlinuz)) => vm_run(root, label, vmlinuz, &initrd, opts),
+                    Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                };
+                let row = match outcome {
+                    Ok((kernel, tally, problem, failures)) => Row {
+                        kernel,
+                        how,
+                        tally,
+                        elapsed: started.elapsed(),
+                        problem,
+                        failures,
+                    },
+                    Err(e) => Row {
+                        kernel: spec.clone(),
+                        how: "vm",
+                        tally: None,
+                        elapsed: started.elapsed(),
+                        problem: Some(format!("{e:#}")),
+                        failures: Vec::new(),
+                    },
+                };
+                rows.lock().expect("no worker panics holding the lock")[i] = Some(row);
+            });
+        }
+    });
+    Ok(rows
+        .into_inner()
+        .expect("no worker panicked")
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// Boots one kernel with the suite.
+fn vm_run(root: &Path, label: &str, vmlinuz: &Path, initrd: &Path, opts: &Options) -> Result<VmOutcome> {
+    let label = label.to_string();
     let log_path = cache_dir(root).join(format!("console-{label}.log"));
     let mut log = File::create(&log_path)?;
     let mut cmd = Command::new("qemu-system-x86_64");
@@ -241,9 +310,9 @@ fn vm_run(root: &Path, spec: &str, manifest: &Manifest, opts: &Options) -> Resul
         "-smp", "2", "-m", "3072", "-display", "none", "-serial", "stdio", "-monitor", "none",
     ])
     .args(["-no-reboot", "-kernel"])
-    .arg(&vmlinuz)
+    .arg(vmlinuz)
     .arg("-initrd")
-    .arg(&initrd)
+    .arg(initrd)
     .args([
         "-append",
         "console=ttyS0 panic=-1 oops=panic rdinit=/init loglevel=4 quiet",

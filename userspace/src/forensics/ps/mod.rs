@@ -57,6 +57,8 @@ pub struct PsEntry {
     pub cgroup_at_fork: Option<Arc<str>>,
     /// Session id.
     pub sid: u32,
+    /// Process group id.
+    pub pgid: u32,
     /// Inode of its PID namespace.
     pub pidns: Option<u64>,
     /// True when any escape reason applies.
@@ -114,6 +116,7 @@ fn facts(pid: u32, s: &Snapshot, cgroup_id: Option<u64>) -> escape::Facts<'_> {
         pid,
         ppid: s.ppid,
         sid: s.sid,
+        pgid: s.pgid,
         pidns: s.pidns,
         cgroup_id,
         comm: Cow::Borrowed(&s.comm),
@@ -241,6 +244,7 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
                 .then(|| cgroups.get(&tag.cgroup_id).cloned())
                 .flatten(),
             sid: snap.sid,
+            pgid: snap.pgid,
             pidns: snap.pidns,
             escaped: !reasons.is_empty(),
             escape_reasons: reasons,

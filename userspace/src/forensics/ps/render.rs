@@ -49,10 +49,11 @@ fn reason_list(e: &PsEntry, name: fn(Reason) -> &'static str) -> String {
 }
 
 /// Every reason, for the legend of the abbreviated column.
-const REASONS: [Reason; 6] = [
+const REASONS: [Reason; 7] = [
     Reason::Reparented,
     Reason::LeftCgroup,
     Reason::NewSession,
+    Reason::NewPgrp,
     Reason::NewPidns,
     Reason::Renamed,
     Reason::Exec,

@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub ppid: u32,
     /// Session id.
     pub sid: u32,
+    /// Process group id.
+    pub pgid: u32,
     /// State letter, as in /proc/PID/stat.
     pub state: char,
     /// Start time in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -148,6 +150,7 @@ fn proc_snapshot(pid: u32, buf: &mut Vec<u8>) -> Option<Snapshot> {
     Some(Snapshot {
         ppid: stat.ppid as u32,
         sid: stat.session as u32,
+        pgid: stat.pgrp as u32,
         state: stat.state,
         start_ticks: stat.starttime,
         dead: procs::is_dead(&stat),
@@ -234,6 +237,7 @@ fn read_half(pin: &std::path::Path) -> Result<Option<Half>> {
             let snap = Snapshot {
                 ppid: r.ppid,
                 sid: r.sid,
+                pgid: r.pgid,
                 state: state_letter(r.state, r.exit_state),
                 start_ticks: clock::ns_to_ticks(r.start_ns),
                 comm: c_str(&r.comm).into_owned(),

@@ -13,7 +13,7 @@ pub mod user;
 
 /// Version of the map/event layout. Pins live under `/sys/fs/bpf/bpfkill/v{ABI_VERSION}`, so
 /// a bpfkill built with another layout never adopts incompatible maps.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// SIGKILL's number: the one signal the kernel programs send, and the one userspace treats
 /// specially (doom mode).
@@ -157,7 +157,13 @@ pub mod daemon_flags {
     pub const READY: u32 = 1 << 0;
     /// The last reload failed (the previous rules stay); `error` says why.
     pub const RELOAD_FAILED: u32 = 1 << 1;
+    /// The journal cannot be written (a full disk, a read-only or vanished directory): events
+    /// are counted in `journal_dropped`, not written; `journal_error` says why.
+    pub const JOURNAL_DEGRADED: u32 = 1 << 2;
 }
+
+/// Bytes of a path kept in [`DaemonState`].
+pub const DAEMON_PATH_LEN: usize = 256;
 
 /// Bytes of a daemon error message kept in [`DaemonState`].
 pub const DAEMON_ERROR_LEN: usize = 256;
@@ -177,8 +183,18 @@ pub struct DaemonState {
     pub generation: u64,
     /// Wall-clock ns of the last (re)load attempt.
     pub loaded_unix_ns: u64,
+    /// Journal records not written since the daemon started (the journal was degraded).
+    pub journal_dropped: u64,
     /// Why the last reload failed, NUL-padded UTF-8.
     pub error: [u8; DAEMON_ERROR_LEN],
+    /// Why the journal is degraded, NUL-padded UTF-8.
+    pub journal_error: [u8; DAEMON_ERROR_LEN],
+    /// The daemon's version, NUL-padded.
+    pub version: [u8; 32],
+    /// Its main configuration file, NUL-padded.
+    pub config: [u8; DAEMON_PATH_LEN],
+    /// Its journal directory, NUL-padded (empty: no journal).
+    pub journal: [u8; DAEMON_PATH_LEN],
 }
 
 impl Default for DaemonState {
@@ -189,7 +205,12 @@ impl Default for DaemonState {
             start_ns: 0,
             generation: 0,
             loaded_unix_ns: 0,
+            journal_dropped: 0,
             error: [0; DAEMON_ERROR_LEN],
+            journal_error: [0; DAEMON_ERROR_LEN],
+            version: [0; 32],
+            config: [0; DAEMON_PATH_LEN],
+            journal: [0; DAEMON_PATH_LEN],
         }
     }
 }

@@ -40,6 +40,17 @@ pub fn c_str(buf: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(c_bytes(buf))
 }
 
+/// Writes `text` into a C string buffer, NUL-padded, cut at a character boundary so that at
+/// least one NUL ends it.
+pub fn set_c_str(buf: &mut [u8], text: &str) {
+    buf.fill(0);
+    let mut n = text.len().min(buf.len().saturating_sub(1));
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +60,11 @@ mod tests {
         assert_eq!(c_bytes(b"sh\0\0x"), b"sh");
         assert_eq!(c_bytes(b"full"), b"full");
         assert_eq!(c_str(b"a\xffb\0"), "a\u{FFFD}b");
+        let mut buf = [b'x'; 4];
+        set_c_str(&mut buf, "é-é");
+        assert_eq!(c_str(&buf), "é-", "cut at a character boundary, NUL-terminated");
+        set_c_str(&mut buf, "");
+        assert_eq!(buf, [0; 4]);
     }
 
     #[test]

@@ -51,3 +51,59 @@ fn list_signals_and_help() {
     assert_eq!(code(&out), 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes"));
 }
+
+/// The commands `--help` lists.
+fn commands() -> Vec<String> {
+    let help = bpfkill(&["--help"]);
+    String::from_utf8_lossy(&help.stdout)
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|n| n != "help")
+        .collect()
+}
+
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let commands = commands();
+    assert!(commands.len() >= 10, "{commands:?}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = bpfkill(&["completions", shell]);
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        for c in &commands {
+            assert!(script.contains(c.as_str()), "{shell} completion lacks {c}");
+        }
+    }
+    let out = bpfkill(&["man"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    // roff escapes hyphens as `\-`.
+    let page = String::from_utf8_lossy(&out.stdout).replace("\\-", "-");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH bpfkill 8"),
+        "{page}"
+    );
+    for c in &commands {
+        assert!(
+            page.contains(&format!("bpfkill-{c}(8)")),
+            "bpfkill(8) does not refer to {c}"
+        );
+        let sub = bpfkill(&["man", c]);
+        assert_eq!(code(&sub), 0, "{}", text(&sub));
+        let sub_page = String::from_utf8_lossy(&sub.stdout).replace("\\-", "-");
+        assert!(
+            sub_page.contains(&format!(".TH bpfkill-{c} 8")),
+            "bpfkill-{c}(8): {}",
+            text(&sub)
+        );
+    }
+    let bad = bpfkill(&["man", "nosuch"]);
+    assert_ne!(code(&bad), 0);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("no command \"nosuch\""),
+        "{}",
+        text(&bad)
+    );
+}

@@ -37,6 +37,9 @@ pub enum Error {
     /// A guard rail refused the request.
     #[error("refused: {0}")]
     Refused(String),
+    /// Another daemon runs for the pin directory (or writes the journal).
+    #[error("{0}")]
+    AlreadyRunning(String),
     /// The process is not tracked by bpfkill.
     #[error("PID {0} is not tracked by bpfkill (see `bpfkill ps`)")]
     NotTracked(u32),

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bootstrap;
 mod demo;
+mod dist;
 mod vm;
 
 use bootstrap::bootstrap;
@@ -33,6 +34,14 @@ enum Task {
     Demo,
     /// Benchmark bpfkill against pkill side by side (release build, root).
     Bench,
+    /// Build target/dist/bpfkill_VERSION_ARCH.deb (release binary, init files, completions,
+    /// man pages) with cargo-deb, installing cargo-deb when missing.
+    Dist {
+        /// Then install the package here, run the daemon through its init script (start,
+        /// reload, stop) and remove it again (root).
+        #[arg(long)]
+        check: bool,
+    },
     /// Run the whole test suite on the running kernel (unit tests, then the privileged
     /// integration tests); same as `vm-test --host`.
     Test {
@@ -156,6 +165,14 @@ fn task(task: Task) -> Result<()> {
                     test_args: args,
                 },
             )
+        }
+        Task::Dist { check } => {
+            bootstrap()?;
+            if check {
+                dist::check(&root())
+            } else {
+                dist::build(&root()).map(drop)
+            }
         }
         Task::Bench => {
             bootstrap()?;

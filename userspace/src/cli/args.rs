@@ -42,6 +42,20 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// Log lines as text (timestamped, coloured only on a terminal) or as one JSON object per
+    /// line, for log shippers.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Plain text.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 fn parse_signal(s: &str) -> Result<Signal, String> {
@@ -236,6 +250,10 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Exit 0 only when a daemon runs for the pin directory and is ready (what init
+        /// scripts wait for after starting it).
+        #[arg(long)]
+        daemon: bool,
     },
     /// Load (or adopt) tracking and consume its events in the foreground, writing them to the
     /// history journal.
@@ -256,6 +274,10 @@ pub enum Command {
         /// The main configuration file (`conf.d/*.toml` beside it is read too).
         #[arg(long, value_name = "PATH", env = "BPFKILL_CONFIG")]
         config: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics: a bare port is loopback
+        /// (`9091`), or give an address (`0.0.0.0:9091`). Off unless given.
+        #[arg(long, value_name = "ADDR", value_parser = bpfkill::daemon::parse_metrics_addr)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Validate a configuration (default /etc/bpfkill/config.toml and its conf.d) without
     /// loading anything.
@@ -267,6 +289,19 @@ pub enum Command {
     /// Make the running daemon reload its configuration (as SIGHUP does) and report the
     /// result.
     Reload,
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff, section 8): bpfkill(8), or a command's own page,
+    /// bpfkill-COMMAND(8).
+    Man {
+        /// The command whose page to print.
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
     /// Forget a service that has no live process (its history stays in the journal).
     Forget {
         /// Service name.

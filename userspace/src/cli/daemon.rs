@@ -15,6 +15,7 @@ pub fn run(
     journal: JournalArgs,
     (max_bytes, keep, no_journal): (u64, usize, bool),
     config_path: Option<&Path>,
+    metrics: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<u8> {
     let opts = daemon::Options {
         config: config::main_path(config_path),
@@ -24,6 +25,7 @@ pub fn run(
             max_bytes,
             keep,
         }),
+        metrics,
     };
     daemon::run(paths, &opts)?;
     Ok(exit::OK)

@@ -7,7 +7,8 @@ use bpfkill::{kill::report::Verdict, Error};
 pub const OK: u8 = 0;
 /// Nothing matched: no live process of the service or PID.
 pub const NOTHING_MATCHED: u8 = 1;
-/// `status`: tracking runs, but not as configured (the last reload failed).
+/// `status`: tracking runs, but not as configured (the last reload failed, or the journal
+/// cannot be written).
 pub const DEGRADED: u8 = 1;
 /// Some targets could not be signalled.
 pub const PARTIAL: u8 = 2;
@@ -21,6 +22,9 @@ pub const NO_INPUT: u8 = 66;
 pub const CONFIG: u8 = 78;
 /// Tracking is not loaded.
 pub const NOT_LOADED: u8 = 69;
+/// `daemon`: another daemon already runs for the pin directory or writes the journal
+/// (EX_TEMPFAIL).
+pub const ALREADY_RUNNING: u8 = 75;
 /// Internal or operating-system failure.
 pub const SOFTWARE: u8 = 70;
 /// Not permitted (bpfkill needs root).
@@ -41,16 +45,19 @@ Exit codes:
   66  a named file does not exist (pidfile, cgroup, journal directory)
   69  tracking is not loaded (start `bpfkill daemon` or `bpfkill load`)
   70  internal or operating-system failure
+  75  `daemon`: another daemon already runs for these pins or writes this journal
   77  permission denied (bpfkill needs root)
   78  a configuration file is wrong (file, line and reason are printed)
 `bpfkill run` exits with its command's status (126/127 when it cannot be executed).
 `bpfkill status` exits 0 when tracking is live and the daemon (if any) has applied its
-configuration, 1 when the last reload failed (the previous rules stay), 69 otherwise.";
+configuration, 1 when degraded (the last reload failed and the previous rules stay, or the
+journal cannot be written), 69 otherwise (`--daemon`: also when no daemon runs).";
 
 /// The exit code of a library error, by its kind.
 pub fn of_error(e: &Error) -> u8 {
     match e {
         Error::NotLoaded(_) => NOT_LOADED,
+        Error::AlreadyRunning(_) => ALREADY_RUNNING,
         Error::Usage(_) | Error::Refused(_) => USAGE,
         Error::NoInput(_) => NO_INPUT,
         Error::Config { .. } => CONFIG,

@@ -4,6 +4,7 @@
 
 mod args;
 mod daemon;
+mod docs;
 pub mod exit;
 mod kill;
 mod load;
@@ -19,7 +20,7 @@ use std::io::Write;
 use bpfkill::{sys::signal::Signal, tracking::PinPaths};
 use clap::Parser;
 
-use self::args::{Cli, Command};
+use self::args::{Cli, Command, LogFormat};
 
 /// Parses the command line and runs it; returns the exit code.
 pub fn main() -> anyhow::Result<u8> {
@@ -34,7 +35,11 @@ pub fn main() -> anyhow::Result<u8> {
             return Ok(exit::OK);
         }
     };
-    init_logging(cli.verbose, matches!(cli.command, Some(Command::Daemon { .. })));
+    init_logging(
+        cli.verbose,
+        matches!(cli.command, Some(Command::Daemon { .. })),
+        cli.log_format,
+    );
     let paths = PinPaths::from_env();
     let mut stdout = std::io::stdout().lock();
 
@@ -60,7 +65,7 @@ pub fn main() -> anyhow::Result<u8> {
             escaped,
             json,
         }) => ps::run(&paths, service.as_deref(), tree, wide, escaped, json, &mut stdout),
-        Some(Command::Status { json }) => status::run(&paths, json, &mut stdout),
+        Some(Command::Status { json, daemon }) => status::run(&paths, json, daemon, &mut stdout),
         Some(Command::Daemon {
             load,
             journal,
@@ -68,12 +73,14 @@ pub fn main() -> anyhow::Result<u8> {
             journal_keep,
             no_journal,
             config,
+            metrics,
         }) => daemon::run(
             &paths,
             &load,
             journal,
             (journal_max_size, journal_keep, no_journal),
             config.as_deref(),
+            metrics,
         ),
         Some(Command::CheckConfig { path }) => service::check(path.as_deref(), &mut stdout),
         Some(Command::Reload) => service::reload(&paths, &mut stdout),
@@ -96,6 +103,8 @@ pub fn main() -> anyhow::Result<u8> {
         ),
         Some(Command::Load(args)) => load::load(&paths, &args, &mut stdout),
         Some(Command::Unload) => load::unload(&paths, &mut stdout),
+        Some(Command::Completions { shell }) => docs::completions(shell, &mut stdout),
+        Some(Command::Man { command }) => docs::man(command.as_deref(), &mut stdout),
     }
 }
 
@@ -114,7 +123,10 @@ fn one_line(e: &clap::Error) -> String {
     msg
 }
 
-fn init_logging(verbose: u8, daemon: bool) {
+/// Logs to stderr: timestamped text, coloured only when stderr is a terminal (a log file or
+/// the system journal gets no escape codes), or JSON lines.
+fn init_logging(verbose: u8, daemon: bool, format: LogFormat) {
+    use std::io::IsTerminal;
     let default = match (verbose, daemon) {
         (0, false) => "warn",
         (0, true) | (1, _) => "info",
@@ -122,8 +134,11 @@ fn init_logging(verbose: u8, daemon: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    };
 }

@@ -1,4 +1,5 @@
-//! `bpfkill status`: exit 0 only when tracking is live.
+//! `bpfkill status`: exit 0 only when tracking is live (and, with `--daemon`, a daemon runs
+//! and is ready); 1 when degraded.
 
 use std::io::Write;
 
@@ -6,7 +7,7 @@ use bpfkill::{forensics::status, tracking::PinPaths};
 
 use super::exit;
 
-pub fn run(paths: &PinPaths, json: bool, out: &mut impl Write) -> anyhow::Result<u8> {
+pub fn run(paths: &PinPaths, json: bool, require_daemon: bool, out: &mut impl Write) -> anyhow::Result<u8> {
     let s = status::gather(paths)?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &s)?;
@@ -14,11 +15,13 @@ pub fn run(paths: &PinPaths, json: bool, out: &mut impl Write) -> anyhow::Result
     } else {
         status::write_human(&s, out)?;
     }
-    Ok(if !s.live || !s.ready {
+    Ok(if require_daemon && s.daemon.is_none() {
         exit::NOT_LOADED
-    } else if s.daemon.as_ref().is_some_and(|d| d.reload_error.is_some()) {
-        exit::DEGRADED
     } else {
-        exit::OK
+        match s.health {
+            "ok" => exit::OK,
+            "degraded" => exit::DEGRADED,
+            _ => exit::NOT_LOADED,
+        }
     })
 }

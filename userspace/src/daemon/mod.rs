@@ -6,21 +6,27 @@
 //! rule (a package upgrade); services nobody configured are forgotten once their last
 //! process is gone and journaled. Stopping the daemon keeps tracking pinned.
 
+mod metrics;
 pub mod rules;
 mod state;
 
 use std::{
     collections::{BTreeSet, HashMap},
+    net::SocketAddr,
     os::fd::OwnedFd,
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime},
+    sync::Arc,
+    time::{Duration, SystemTime},
 };
 
-use aya::maps::{Map, RingBuf};
+use aya::maps::{Map, MapData, RingBuf};
 use bpfkill_common::{maps, stat};
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{self, SignalKind},
+};
 
+pub use self::metrics::parse_addr as parse_metrics_addr;
 use self::{rules::Applied, state::StateWriter};
 use crate::{
     config::Config,
@@ -44,39 +50,44 @@ pub struct Options {
     pub journal: Option<JournalConfig>,
     /// The main configuration file, and whether it must exist.
     pub config: (PathBuf, bool),
+    /// Where to serve Prometheus metrics (off when None).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A service with no process left is forgotten only this long after it was registered, so
 /// a `run` between registering and tagging itself is never lost.
 const FORGET_GRACE: Duration = Duration::from_secs(5);
 
-/// A signal pipe: the read end becomes readable when one of `signals` arrives.
-fn signal_pipe(signals: &[i32]) -> Result<std::os::unix::net::UnixStream> {
-    let (rd, wr) =
-        std::os::unix::net::UnixStream::pair().map_err(|e| Error::io("create a signal pipe", e))?;
-    rd.set_nonblocking(true)
-        .map_err(|e| Error::io("set the signal pipe non-blocking", e))?;
-    for &sig in signals {
-        signal_hook::low_level::pipe::register(sig, wr.try_clone().map_err(|e| Error::io("dup", e))?)
-            .map_err(|e| Error::io("install a signal handler", e))?;
-    }
-    Ok(rd)
-}
-
-/// Empties a signal pipe.
-fn drain(pipe: &std::os::unix::net::UnixStream) {
-    let mut buf = [0u8; 64];
-    while std::io::Read::read(&mut &*pipe, &mut buf).is_ok_and(|n| n > 0) {}
-}
-
-/// Runs the daemon in the foreground.
+/// Runs the daemon in the foreground, on a single-threaded tokio runtime (the metrics
+/// endpoint's scrapes run on its blocking pool).
 pub fn run(paths: &PinPaths, opts: &Options) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start the async runtime", e))?;
+    runtime.block_on(serve(paths, opts))
+}
+
+async fn serve(paths: &PinPaths, opts: &Options) -> Result<()> {
     // Signals first, so a SIGTERM or SIGHUP during start-up is not lost.
-    let stop = signal_pipe(&[SIGTERM, SIGINT])?;
-    let hup = signal_pipe(&[SIGHUP])?;
+    let signal = |kind: SignalKind, what: &str| {
+        unix::signal(kind).map_err(|e| Error::io(format!("install a {what} handler"), e))
+    };
+    let mut term = signal(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt(), "SIGINT")?;
+    let mut hup = signal(SignalKind::hangup(), "SIGHUP")?;
     // A broken configuration stops the start before anything is loaded.
     let mut config = Config::load(&opts.config.0, opts.config.1)?;
-    // Open the journal first: a second daemon must fail before touching tracking.
+    // A second daemon stops here, before it opens a journal or touches tracking.
+    if let Ok(t) = Tracking::open(paths) {
+        if let Some(other) = t.running_daemon().filter(|s| s.pid != std::process::id()) {
+            return Err(Error::AlreadyRunning(format!(
+                "another bpfkill daemon (PID {}) runs for {}",
+                other.pid,
+                paths.root().display()
+            )));
+        }
+    }
     let mut writer = match &opts.journal {
         Some(cfg) => {
             let w = journal::Writer::open(cfg)?;
@@ -95,19 +106,32 @@ pub fn run(paths: &PinPaths, opts: &Options) -> Result<()> {
         ),
     }
     let mut tracking = Tracking::open(paths)?;
-    let mut state = StateWriter::claim(&mut tracking)?;
+    let mut state = StateWriter::claim(
+        &mut tracking,
+        &opts.config.0,
+        opts.journal.as_ref().map(|j| j.dir.as_path()),
+    )?;
+    let counters = Arc::new(metrics::DaemonCounters::default());
+    if let Some(addr) = opts.metrics {
+        let bound = metrics::serve(addr, paths.clone(), Arc::clone(&counters)).await?;
+        tracing::info!("metrics: http://{bound}/metrics");
+    }
     let mut d = Daemon {
         applied: Applied::default(),
         names: Names::default(),
         watch: Watch::new(),
         pending_forget: BTreeSet::new(),
+        counters: Arc::clone(&counters),
     };
     d.apply(&mut tracking, &config, writer.as_mut())?;
     if let Some(w) = writer.as_mut() {
         w.flush()?;
     }
     let map = tracking::open_pinned(paths, maps::EVENTS)?;
-    let mut ring = RingBuf::try_from(Map::RingBuf(map)).map_err(|e| Error::map("event ring buffer", e))?;
+    let ring = RingBuf::try_from(Map::RingBuf(map)).map_err(|e| Error::map("event ring buffer", e))?;
+    // SAFETY: the ring buffer owns its map fd, open and the same for as long as it lives.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| Error::io("watch the event ring buffer", e.into()))?;
     // Losses before this daemon started are not this journal's to report.
     let mut lost_seen = tracking.stats()[stat::EVENTS_LOST as usize];
     state.ready(&mut tracking)?;
@@ -118,84 +142,120 @@ pub fn run(paths: &PinPaths, opts: &Options) -> Result<()> {
         d.applied.rules.len()
     );
 
-    let mut last_forget = Instant::now();
+    // Forgetting unused services and retrying a degraded journal run once a second.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let timeout = (!d.pending_forget.is_empty()).then_some(Timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        });
-        let (stopping, reloading, changed) = {
-            let mut fds = vec![
-                PollFd::new(&ring, PollFlags::IN),
-                PollFd::new(&stop, PollFlags::IN),
-                PollFd::new(&hup, PollFlags::IN),
-            ];
-            if let Some(fd) = &d.watch.fd {
-                fds.push(PollFd::new(fd, PollFlags::IN));
+        let journal_degraded = writer.as_ref().is_some_and(|w| w.degraded().is_some());
+        let timed = !d.pending_forget.is_empty() || journal_degraded;
+        tokio::select! {
+            _ = term.recv() => return stop(paths, state, &mut tracking, writer.as_mut()),
+            _ = int.recv() => return stop(paths, state, &mut tracking, writer.as_mut()),
+            _ = hup.recv() => {
+                reload(&mut d, &mut state, &mut tracking, &mut config, opts, writer.as_mut())?;
             }
-            match poll(&mut fds, timeout.as_ref()) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(Error::io("poll", e.into())),
+            ready = ring.readable_mut() => {
+                let mut guard = ready.map_err(|e| Error::io("wait for events", e))?;
+                // Edge-triggered: drain the ring buffer completely before clearing readiness.
+                let handled = drain_events(
+                    &mut d,
+                    &mut tracking,
+                    guard.get_inner_mut(),
+                    &mut lost_seen,
+                    writer.as_mut(),
+                )?;
+                guard.clear_ready();
+                tracing::trace!("{handled} event(s)");
             }
-            let ready = |i: usize| fds.get(i).is_some_and(|f| f.revents().contains(PollFlags::IN));
-            (ready(1), ready(2), ready(3))
-        };
-        let mut handled = 0usize;
-        while let Some(item) = ring.next() {
-            let Some(ev) = events::decode(&item) else {
-                tracing::warn!("undecodable event of {} bytes", item.len());
-                continue;
-            };
-            drop(item);
-            d.event(&mut tracking, &ev, writer.as_mut())?;
-            handled += 1;
-            // A long backlog (a fork storm): report losses and let readers see progress
-            // without waiting for the ring buffer to drain.
-            if handled.is_multiple_of(4096) {
-                note_losses(&tracking, &mut lost_seen, writer.as_mut())?;
-                if let Some(w) = writer.as_mut() {
-                    w.flush()?;
+            _ = d.watch.changed() => d.refresh(&mut tracking)?,
+            _ = tick.tick(), if timed => {
+                if !d.pending_forget.is_empty() {
+                    d.forget_unused(&mut tracking, writer.as_mut())?;
+                }
+                if let Some(w) = writer.as_mut().filter(|w| w.degraded().is_some()) {
+                    w.try_resume();
                 }
             }
         }
         note_losses(&tracking, &mut lost_seen, writer.as_mut())?;
-        if changed {
-            d.refresh(&mut tracking)?;
-        }
-        if reloading {
-            drain(&hup);
-            match Config::load(&opts.config.0, opts.config.1) {
-                Ok(new) => {
-                    d.apply(&mut tracking, &new, writer.as_mut())?;
-                    config = new;
-                    state.reloaded(&mut tracking, None)?;
-                    journal_daemon(writer.as_mut(), "reload", None)?;
-                    tracing::info!("configuration reloaded: {} service(s)", config.services.len());
-                }
-                Err(e) => {
-                    let why = e.to_string();
-                    tracing::error!("reload failed, the previous rules stay: {why}");
-                    state.reloaded(&mut tracking, Some(&why))?;
-                    journal_daemon(writer.as_mut(), "reload-failed", Some(why))?;
-                }
-            }
-        }
-        if !d.pending_forget.is_empty() && last_forget.elapsed() >= Duration::from_secs(1) {
-            d.forget_unused(&mut tracking, writer.as_mut())?;
-            last_forget = Instant::now();
-        }
         if let Some(w) = writer.as_mut() {
             w.flush()?;
-        }
-        if stopping {
-            state.release(&mut tracking);
-            if let Some(w) = writer.as_mut() {
-                w.sync()?;
-            }
-            tracing::info!("stopping; tracking stays pinned under {}", paths.root().display());
-            return Ok(());
+            state.journal(&mut tracking, w.degraded(), w.dropped())?;
+            counters.journal(w);
         }
     }
+}
+
+/// Decodes and handles every event in the ring buffer; returns how many.
+fn drain_events(
+    d: &mut Daemon,
+    tracking: &mut Tracking,
+    ring: &mut RingBuf<MapData>,
+    lost_seen: &mut u64,
+    mut writer: Option<&mut journal::Writer>,
+) -> Result<usize> {
+    let mut handled = 0usize;
+    while let Some(item) = ring.next() {
+        let Some(ev) = events::decode(&item) else {
+            tracing::warn!("undecodable event of {} bytes", item.len());
+            continue;
+        };
+        drop(item);
+        d.event(tracking, &ev, writer.as_deref_mut())?;
+        handled += 1;
+        // A long backlog (a fork storm): report losses and let readers see progress without
+        // waiting for the ring buffer to drain.
+        if handled.is_multiple_of(4096) {
+            note_losses(tracking, lost_seen, writer.as_deref_mut())?;
+            if let Some(w) = writer.as_deref_mut() {
+                w.flush()?;
+            }
+        }
+    }
+    Ok(handled)
+}
+
+/// SIGHUP: the configuration again; a broken one keeps the previous rules and says why.
+fn reload(
+    d: &mut Daemon,
+    state: &mut StateWriter,
+    tracking: &mut Tracking,
+    config: &mut Config,
+    opts: &Options,
+    writer: Option<&mut journal::Writer>,
+) -> Result<()> {
+    let mut writer = writer;
+    match Config::load(&opts.config.0, opts.config.1) {
+        Ok(new) => {
+            d.apply(tracking, &new, writer.as_deref_mut())?;
+            *config = new;
+            state.reloaded(tracking, None)?;
+            journal_daemon(writer, "reload", None)?;
+            tracing::info!("configuration reloaded: {} service(s)", config.services.len());
+        }
+        Err(e) => {
+            let why = e.to_string();
+            tracing::error!("reload failed, the previous rules stay: {why}");
+            state.reloaded(tracking, Some(&why))?;
+            journal_daemon(writer, "reload-failed", Some(why))?;
+        }
+    }
+    Ok(())
+}
+
+/// SIGTERM/SIGINT: the daemon's state released, the journal synced; tracking stays pinned.
+fn stop(
+    paths: &PinPaths,
+    state: StateWriter,
+    tracking: &mut Tracking,
+    writer: Option<&mut journal::Writer>,
+) -> Result<()> {
+    state.release(tracking);
+    if let Some(w) = writer {
+        w.sync()?;
+    }
+    tracing::info!("stopping; tracking stays pinned under {}", paths.root().display());
+    Ok(())
 }
 
 /// The daemon's working state.
@@ -205,6 +265,8 @@ struct Daemon {
     watch: Watch,
     /// Services whose processes exited: forgotten once unused (unless configured).
     pending_forget: BTreeSet<u32>,
+    /// What the metrics endpoint reports of the daemon itself.
+    counters: Arc<metrics::DaemonCounters>,
 }
 
 impl Daemon {
@@ -241,7 +303,6 @@ impl Daemon {
 
     /// An exe rule's directory changed: add the new identity of any changed file.
     fn refresh(&mut self, tracking: &mut Tracking) -> Result<()> {
-        self.watch.drain();
         for path in self.applied.refresh(tracking)? {
             tracing::info!(
                 "{} changed (an upgrade?): its exe rule now matches the new file too",
@@ -273,6 +334,7 @@ impl Daemon {
             }
             Kind::Fork | Kind::Exec => {}
         }
+        self.counters.event();
         if let Some(w) = writer {
             let mut rec = record_of(ev, &name);
             if ev.kind == Kind::Match && ev.prev_service_id != 0 {
@@ -366,7 +428,7 @@ impl Names {
 /// inotify on the directories of the exe rules' files (a package upgrade renames a new
 /// binary over the old path).
 struct Watch {
-    fd: Option<OwnedFd>,
+    fd: Option<AsyncFd<OwnedFd>>,
 }
 
 impl Watch {
@@ -374,7 +436,16 @@ impl Watch {
         use rustix::fs::inotify::{init, CreateFlags};
         let fd = init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)
             .map_err(|e| tracing::warn!("no inotify ({e}): upgraded binaries are noticed at reload only"))
-            .ok();
+            .ok()
+            .and_then(|fd| {
+                // SAFETY: an OwnedFd stays open and the same for as long as it lives.
+                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                    .map_err(|e| {
+                        let e: std::io::Error = e.into();
+                        tracing::warn!("cannot poll inotify ({e}): upgrades are noticed at reload only")
+                    })
+                    .ok()
+            });
         Self { fd }
     }
 
@@ -386,15 +457,22 @@ impl Watch {
         for dir in dirs {
             let flags =
                 WatchFlags::MOVED_TO | WatchFlags::CREATE | WatchFlags::CLOSE_WRITE | WatchFlags::ATTRIB;
-            if let Err(e) = add_watch(fd, dir.as_path(), flags) {
+            if let Err(e) = add_watch(fd.get_ref(), dir.as_path(), flags) {
                 tracing::warn!("cannot watch {} for upgrades: {e}", Path::new(dir).display());
             }
         }
     }
 
-    fn drain(&self) {
-        let Some(fd) = &self.fd else { return };
+    /// Resolves when a watched directory changed (never, without inotify), its events read.
+    async fn changed(&self) {
+        let Some(fd) = &self.fd else {
+            return std::future::pending().await;
+        };
+        let Ok(mut guard) = fd.readable().await else {
+            return std::future::pending().await;
+        };
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-        while rustix::io::read(fd, &mut buf).is_ok_and(|(done, _)| !done.is_empty()) {}
+        while rustix::io::read(fd.get_ref(), &mut buf).is_ok_and(|(done, _)| !done.is_empty()) {}
+        guard.clear_ready();
     }
 }

@@ -3,12 +3,13 @@
 //! (`status` exits 0 only then), how many configurations it has applied, and why the last
 //! reload failed. systemd's `Type=notify` hears the same through `$NOTIFY_SOCKET`.
 
-use std::{os::unix::net::UnixDatagram, time::SystemTime};
+use std::{os::unix::net::UnixDatagram, path::Path, time::SystemTime};
 
-use bpfkill_common::{daemon_flags, DaemonState, DAEMON_ERROR_LEN};
+use bpfkill_common::{daemon_flags, user::set_c_str, DaemonState};
 
 use crate::{
     error::{Error, Result},
+    forensics::journal::Degraded,
     sys::{clock, procs},
     tracking::Tracking,
 };
@@ -19,11 +20,11 @@ pub struct StateWriter {
 }
 
 impl StateWriter {
-    /// Records this process as the pin directory's daemon (not ready yet); refused when
-    /// another daemon runs.
-    pub fn claim(tracking: &mut Tracking) -> Result<Self> {
+    /// Records this process as the pin directory's daemon (not ready yet), with its version,
+    /// configuration file and journal directory; refused when another daemon runs.
+    pub fn claim(tracking: &mut Tracking, config: &Path, journal: Option<&Path>) -> Result<Self> {
         if let Some(other) = tracking.running_daemon().filter(|s| s.pid != std::process::id()) {
-            return Err(Error::Refused(format!(
+            return Err(Error::AlreadyRunning(format!(
                 "another bpfkill daemon (PID {}) runs for {}",
                 other.pid,
                 tracking.paths().root().display()
@@ -31,12 +32,17 @@ impl StateWriter {
         }
         let me = std::process::id();
         let start = procs::start_ticks(me).map(clock::ticks_to_ns).unwrap_or(0);
-        let state = DaemonState {
+        let mut state = DaemonState {
             pid: me,
             start_ns: start,
             loaded_unix_ns: clock::epoch_ns(SystemTime::now()),
             ..DaemonState::default()
         };
+        set_c_str(&mut state.version, env!("CARGO_PKG_VERSION"));
+        set_c_str(&mut state.config, &config.to_string_lossy());
+        if let Some(dir) = journal {
+            set_c_str(&mut state.journal, &dir.to_string_lossy());
+        }
         tracking.set_daemon_state(&state)?;
         Ok(Self { state })
     }
@@ -51,20 +57,41 @@ impl StateWriter {
     /// A reload: applied (`error` None) or refused with its reason (the old rules stay).
     pub fn reloaded(&mut self, tracking: &mut Tracking, error: Option<&str>) -> Result<()> {
         self.state.loaded_unix_ns = clock::epoch_ns(SystemTime::now());
-        self.state.error = [0; DAEMON_ERROR_LEN];
         match error {
             None => {
                 self.state.generation += 1;
                 self.state.flags &= !daemon_flags::RELOAD_FAILED;
+                set_c_str(&mut self.state.error, "");
             }
             Some(why) => {
                 self.state.flags |= daemon_flags::RELOAD_FAILED;
-                // Cut at a character boundary, keeping a terminating NUL.
-                let mut n = why.len().min(DAEMON_ERROR_LEN - 1);
-                while !why.is_char_boundary(n) {
-                    n -= 1;
-                }
-                self.state.error[..n].copy_from_slice(&why.as_bytes()[..n]);
+                set_c_str(&mut self.state.error, why);
+            }
+        }
+        tracking.set_daemon_state(&self.state)
+    }
+
+    /// The journal's health: degraded (why), or writing again; `dropped` records were not
+    /// written since the start. Written only when it changed.
+    pub fn journal(
+        &mut self,
+        tracking: &mut Tracking,
+        degraded: Option<&Degraded>,
+        dropped: u64,
+    ) -> Result<()> {
+        let was = self.state.flags & daemon_flags::JOURNAL_DEGRADED != 0;
+        if was == degraded.is_some() && self.state.journal_dropped == dropped {
+            return Ok(());
+        }
+        self.state.journal_dropped = dropped;
+        match degraded {
+            Some(d) => {
+                self.state.flags |= daemon_flags::JOURNAL_DEGRADED;
+                set_c_str(&mut self.state.journal_error, &d.reason);
+            }
+            None => {
+                self.state.flags &= !daemon_flags::JOURNAL_DEGRADED;
+                set_c_str(&mut self.state.journal_error, "");
             }
         }
         tracking.set_daemon_state(&self.state)

@@ -69,6 +69,33 @@ pub struct Status {
     /// True when tracking is live and no daemon is still applying its configuration: what a
     /// script waiting for `status` can rely on.
     pub ready: bool,
+    /// `ok`, `degraded` (see `problems`), `starting` (the daemon has not applied its
+    /// configuration yet) or `not-loaded`.
+    pub health: &'static str,
+    /// What makes it degraded, one line each.
+    pub problems: Vec<String>,
+    /// How the programs attach.
+    pub attach_mode: &'static str,
+    /// Events the kernel could not deliver (the ring buffer was full).
+    pub events_lost: u64,
+    /// Fill of each map in percent: `tags`, `registry`, `exe_rules`, `comm_rules`,
+    /// `leave_rules`.
+    pub map_fill: BTreeMap<String, f64>,
+}
+
+/// The daemon's journal, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalStatus {
+    /// Its directory.
+    pub dir: String,
+    /// Bytes in its files (active and rotated).
+    pub size_bytes: u64,
+    /// `ok`, or `degraded` (it cannot be written: `error` says why).
+    pub state: &'static str,
+    /// Why it cannot be written.
+    pub error: Option<String>,
+    /// Records not written since the daemon started.
+    pub dropped: u64,
 }
 
 /// The running daemon, as `status` shows it.
@@ -82,6 +109,16 @@ pub struct DaemonStatus {
     pub generation: u64,
     /// Why the last reload failed (the previous rules stay), if it did.
     pub reload_error: Option<String>,
+    /// Its version.
+    pub version: String,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+    /// Its main configuration file.
+    pub config: String,
+    /// When it last (re)loaded its configuration, RFC 3339.
+    pub last_reload: String,
+    /// Its journal (null: it writes none).
+    pub journal: Option<JournalStatus>,
 }
 
 /// One program's state.
@@ -158,17 +195,16 @@ pub fn gather(paths: &PinPaths) -> Result<Status> {
         rules: 0,
         daemon: None,
         ready: false,
+        health: "not-loaded",
+        problems: Vec::new(),
+        attach_mode: "raw tracepoints through pinned links; task iterators for ps; sys_exit during a SIGKILL",
+        events_lost: 0,
+        map_fill: BTreeMap::new(),
     };
     if let Some(tracking) = tracking {
         status.live = true;
         status.rules = tracking.rules().len();
-        status.daemon = tracking.running_daemon().map(|d| DaemonStatus {
-            pid: d.pid,
-            ready: d.flags & daemon_flags::READY != 0,
-            generation: d.generation,
-            reload_error: (d.flags & daemon_flags::RELOAD_FAILED != 0)
-                .then(|| bpfkill_common::user::c_str(&d.error).into_owned()),
-        });
+        status.daemon = tracking.running_daemon().map(|d| daemon_status(&d));
         status.ready = status.daemon.as_ref().is_none_or(|d| d.ready);
         let tags = tracking.tags();
         status.tagged = tags.len();
@@ -193,8 +229,87 @@ pub fn gather(paths: &PinPaths) -> Result<Status> {
                 status.counters.insert(name.to_string(), *v);
             }
         }
+        status.events_lost = status.counters.get("events_lost").copied().unwrap_or(0);
+        let rules = tracking.rules();
+        let pct = |used: usize, cap: u32| (used as f64 * 1000.0 / f64::from(cap.max(1))).round() / 10.0;
+        for (map, used, cap) in [
+            ("tags", status.tagged, status.max_tagged),
+            ("registry", status.registry_used, status.registry_capacity),
+            ("exe_rules", rules.exe.len(), bpfkill_common::MAX_RULES),
+            ("comm_rules", rules.comm.len(), bpfkill_common::MAX_RULES),
+            ("leave_rules", rules.leave.len(), bpfkill_common::MAX_RULES),
+        ] {
+            status.map_fill.insert(map.to_string(), pct(used, cap));
+        }
+        if let Some(d) = &status.daemon {
+            if let Some(e) = &d.reload_error {
+                status
+                    .problems
+                    .push(format!("the last reload failed, the previous rules stay: {e}"));
+            }
+            if let Some(j) = d.journal.as_ref().filter(|j| j.state != "ok") {
+                status.problems.push(format!(
+                    "the journal cannot be written ({}): {} record(s) not written",
+                    j.error.as_deref().unwrap_or("write error"),
+                    j.dropped
+                ));
+            }
+        }
+        status.health = if !status.ready {
+            "starting"
+        } else if status.problems.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        };
     }
     Ok(status)
+}
+
+/// What `status` says of a running daemon from its pinned state.
+fn daemon_status(d: &bpfkill_common::DaemonState) -> DaemonStatus {
+    use bpfkill_common::user::c_str;
+    let journal_dir = c_str(&d.journal).into_owned();
+    let journal = (!journal_dir.is_empty()).then(|| {
+        let degraded = d.flags & daemon_flags::JOURNAL_DEGRADED != 0;
+        JournalStatus {
+            size_bytes: journal_size(Path::new(&journal_dir)),
+            dir: journal_dir,
+            state: if degraded { "degraded" } else { "ok" },
+            error: degraded.then(|| c_str(&d.journal_error).into_owned()),
+            dropped: d.journal_dropped,
+        }
+    });
+    let loaded = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(d.loaded_unix_ns);
+    DaemonStatus {
+        pid: d.pid,
+        ready: d.flags & daemon_flags::READY != 0,
+        generation: d.generation,
+        reload_error: (d.flags & daemon_flags::RELOAD_FAILED != 0).then(|| c_str(&d.error).into_owned()),
+        version: c_str(&d.version).into_owned(),
+        uptime_secs: clock::boot_now_ns().saturating_sub(d.start_ns) / 1_000_000_000,
+        config: c_str(&d.config).into_owned(),
+        last_reload: humantime::format_rfc3339_seconds(loaded).to_string(),
+        journal,
+    }
+}
+
+/// Bytes in a journal directory's files (`events.jsonl` and its rotations).
+fn journal_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(crate::forensics::journal::ACTIVE_FILE)
+        })
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Writes the status for people.
@@ -244,23 +359,41 @@ pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
         Some(d) => {
             writeln!(
                 out,
-                "daemon:   PID {}, {}, configuration #{}",
+                "daemon:   PID {}, version {}, up {}, {}, configuration #{} from {} (loaded {})",
                 d.pid,
+                Escaped(&d.version),
+                humantime::format_duration(std::time::Duration::from_secs(d.uptime_secs)),
                 if d.ready {
                     "ready"
                 } else {
                     "STARTING (rules not applied yet)"
                 },
-                d.generation
+                d.generation,
+                Escaped(&d.config),
+                d.last_reload
             )?;
-            if let Some(e) = &d.reload_error {
-                writeln!(
+            match &d.journal {
+                None => writeln!(out, "journal:  none (--no-journal)")?,
+                Some(j) => writeln!(
                     out,
-                    "WARNING:  the last reload failed, the previous rules stay: {}",
-                    Escaped(e)
-                )?;
+                    "journal:  {}, {} byte(s), {}{}",
+                    Escaped(&j.dir),
+                    j.size_bytes,
+                    if j.state == "ok" { "ok" } else { "DEGRADED" },
+                    if j.dropped > 0 {
+                        format!(", {} record(s) not written", j.dropped)
+                    } else {
+                        String::new()
+                    }
+                )?,
             }
         }
+    }
+    let fill: Vec<String> = s.map_fill.iter().map(|(k, v)| format!("{k} {v}%")).collect();
+    writeln!(out, "maps:     {}", fill.join(", "))?;
+    writeln!(out, "health:   {}", s.health)?;
+    for p in &s.problems {
+        writeln!(out, "WARNING:  {}", Escaped(p))?;
     }
     let drops = ["tags_full", "events_lost", "read_errors"];
     let counters: Vec<String> = s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();

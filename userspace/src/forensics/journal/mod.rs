@@ -20,5 +20,5 @@ mod writer;
 
 pub use files::{ensure_dir_or_absent, JournalConfig, ACTIVE_FILE, LOCK_FILE};
 pub use reader::{read_all, Filter, Follower, ReadOutcome};
-pub use record::{Record, EVENT_LOST};
-pub use writer::Writer;
+pub use record::{Record, EVENT_JOURNAL_LOST, EVENT_LOST};
+pub use writer::{Degraded, Writer};

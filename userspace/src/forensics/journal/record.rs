@@ -22,7 +22,9 @@ pub struct Record {
     pub time: String,
     /// Unix epoch ns, for filtering and sorting.
     pub time_ns: u64,
-    /// `fork`, `exec`, `exit` or `lost`.
+    /// `fork`, `exec`, `exit`, `match`, `leave`, `adopt`, `forget`, `reload`,
+    /// `reload-failed`, `lost` (the kernel's ring buffer was full) or `journal-lost` (the
+    /// journal could not be written).
     pub event: String,
     /// Service name.
     pub service: String,
@@ -49,12 +51,16 @@ pub struct Record {
     pub from_service: Option<String>,
     /// Why a reload failed (`reload-failed` records).
     pub error: Option<String>,
-    /// Number of events lost (`lost` records only).
+    /// Number of events lost (`lost` and `journal-lost` records only).
     pub lost: Option<u64>,
+    /// When the journal stopped being written (`journal-lost` records only).
+    pub since: Option<String>,
 }
 
 /// `event` of a record saying events were lost.
 pub const EVENT_LOST: &str = "lost";
+/// `event` of a record saying records were not written (a full disk).
+pub const EVENT_JOURNAL_LOST: &str = "journal-lost";
 
 impl Record {
     /// An empty record of `event` at `time`.
@@ -93,9 +99,19 @@ impl Record {
         }
     }
 
-    /// Whether this is a `lost` record.
+    /// A `journal-lost` record: `count` records were not written between `since` and `time`
+    /// (the journal could not be written: its `error` says why).
+    pub fn journal_lost(count: u64, since: SystemTime, time: SystemTime) -> Record {
+        Record {
+            lost: Some(count),
+            since: Some(humantime::format_rfc3339_micros(since).to_string()),
+            ..Record::new(EVENT_JOURNAL_LOST, time)
+        }
+    }
+
+    /// Whether this is a `lost` or `journal-lost` record: a gap in the history.
     pub fn is_lost(&self) -> bool {
-        self.event == EVENT_LOST
+        self.event == EVENT_LOST || self.event == EVENT_JOURNAL_LOST
     }
 
     /// One JSON line, newline included.
@@ -108,6 +124,15 @@ impl Record {
 
     /// One readable line (no trailing newline).
     pub fn human(&self) -> String {
+        if self.event == EVENT_JOURNAL_LOST {
+            return format!(
+                "{} journal-lost {} records not written since {} ({})",
+                Escaped(&self.time),
+                self.lost.unwrap_or(0),
+                Escaped(self.since.as_deref().unwrap_or("?")),
+                Escaped(self.error.as_deref().unwrap_or("write error"))
+            );
+        }
         if self.is_lost() {
             return format!(
                 "{} lost {} events (ring buffer full)",

@@ -1,11 +1,15 @@
 //! The journal's single writer: buffered appends, size-based rotation by rename, and a fresh
-//! line after a torn tail.
+//! line after a torn tail. A journal that cannot be written (a full disk, a read-only or
+//! vanished directory) degrades instead of failing: records are counted, not written, until
+//! [`Writer::try_resume`] finds it writable again and writes one `journal-lost` record that
+//! says how many are missing, since when and why.
 
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufWriter, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::Path,
+    time::SystemTime,
 };
 
 use super::{
@@ -17,15 +21,34 @@ use crate::{
     sys::files,
 };
 
+/// Why the journal stopped writing, and what it has not written since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Degraded {
+    /// The write error.
+    pub reason: String,
+    /// When writing stopped.
+    pub since: SystemTime,
+    /// Records not written since (an upper bound: buffered records of the failed write count,
+    /// though part of them may have reached the file).
+    pub dropped: u64,
+}
+
 /// Appends records to the journal. Holds the directory's writer lock while alive.
 #[derive(Debug)]
 pub struct Writer {
     cfg: JournalConfig,
     /// Held for the `flock`.
     _lock: File,
-    out: BufWriter<File>,
+    /// The active file; None while degraded.
+    out: Option<BufWriter<File>>,
     /// Bytes in the active file, buffered ones included.
     size: u64,
+    /// Records appended since the last successful flush.
+    pending: u64,
+    /// Set while the journal cannot be written.
+    degraded: Option<Degraded>,
+    /// Records not written since this writer opened.
+    dropped: u64,
 }
 
 impl Writer {
@@ -52,23 +75,76 @@ impl Writer {
         files::ensure_regular(&lock, "journal lock", &lock_path)?;
         if let Err(e) = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             let e = io::Error::from(e);
-            let what = if e.kind() == io::ErrorKind::WouldBlock {
-                format!(
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Err(Error::AlreadyRunning(format!(
                     "another bpfkill daemon is writing the journal in {}",
                     dir.display()
-                )
-            } else {
-                format!("locking {}", lock_path.display())
-            };
-            return Err(Error::io(what, e));
+                )));
+            }
+            return Err(Error::io(format!("locking {}", lock_path.display()), e));
         }
         let (file, size) = open_active(dir)?;
         Ok(Writer {
             cfg: cfg.clone(),
             _lock: lock,
-            out: BufWriter::with_capacity(BUF_SIZE, file),
+            out: Some(BufWriter::with_capacity(BUF_SIZE, file)),
             size,
+            pending: 0,
+            degraded: None,
+            dropped: 0,
         })
+    }
+
+    /// Why the journal is not being written, when it is not.
+    pub fn degraded(&self) -> Option<&Degraded> {
+        self.degraded.as_ref()
+    }
+
+    /// Records not written since this writer opened.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Stops writing after a write error: the buffer is discarded (writing it later could
+    /// tear a line in the middle), the records in it and all later ones are counted.
+    fn degrade(&mut self, e: Error) {
+        if let Some(out) = self.out.take() {
+            // into_parts: the buffer is dropped unwritten.
+            drop(out.into_parts());
+        }
+        tracing::error!("journal: {e}; events are counted, not written, until it is writable again");
+        self.dropped += self.pending;
+        self.degraded = Some(Degraded {
+            reason: e.to_string(),
+            since: SystemTime::now(),
+            dropped: self.pending,
+        });
+        self.pending = 0;
+    }
+
+    /// When degraded: reopens the active file (terminating a torn last line) and writes a
+    /// `journal-lost` record of what was not written. Returns what the degraded spell lost
+    /// when writing resumed; None when it was not degraded or still cannot write.
+    pub fn try_resume(&mut self) -> Option<Degraded> {
+        let spell = self.degraded.clone()?;
+        let (file, size) = open_active(&self.cfg.dir).ok()?;
+        self.out = Some(BufWriter::with_capacity(BUF_SIZE, file));
+        self.size = size;
+        self.degraded = None;
+        let mut rec = Record::journal_lost(spell.dropped, spell.since, SystemTime::now());
+        rec.error = Some(spell.reason.clone());
+        self.append(&rec).ok()?;
+        self.flush().ok()?;
+        if self.degraded.is_some() {
+            // The record itself did not fit: it is counted with the next spell's.
+            return None;
+        }
+        tracing::warn!(
+            "journal: writable again; {} record(s) were not written since {}",
+            spell.dropped,
+            humantime::format_rfc3339_seconds(spell.since)
+        );
+        Some(spell)
     }
 
     /// The configuration this writer was opened with.
@@ -77,39 +153,81 @@ impl Writer {
     }
 
     /// Buffers one record, rotating first when it would push the active file past `max_bytes`.
+    /// A write error degrades the journal (see [`Self::try_resume`]) rather than failing; the
+    /// error returned is only a record that cannot be serialised.
     pub fn append(&mut self, record: &Record) -> Result<()> {
         let line = record.to_json_line()?;
+        if self.degraded.is_some() {
+            self.count_dropped(1);
+            return Ok(());
+        }
+        self.pending += 1;
+        if let Err(e) = self.write_line(&line) {
+            self.degrade(e);
+        }
+        Ok(())
+    }
+
+    fn count_dropped(&mut self, n: u64) {
+        self.dropped += n;
+        if let Some(d) = self.degraded.as_mut() {
+            d.dropped += n;
+        }
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> Result<()> {
         let len = line.len() as u64;
         if self.size > 0 && self.size.saturating_add(len) > self.cfg.max_bytes {
             self.rotate()?;
         }
-        self.out
-            .write_all(&line)
-            .map_err(|e| Error::io(format!("writing {}", active_path(&self.cfg.dir).display()), e))?;
+        let path = active_path(&self.cfg.dir);
+        let out = self.out.as_mut().ok_or_else(|| {
+            Error::io(
+                format!("writing {}", path.display()),
+                io::ErrorKind::NotFound.into(),
+            )
+        })?;
+        out.write_all(line)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         self.size += len;
         Ok(())
     }
 
-    /// Writes buffered records out to the file (visible to readers; not fsync'd, see [`Self::sync`]).
+    /// Writes buffered records out to the file (visible to readers; not fsync'd, see
+    /// [`Self::sync`]). A write error degrades the journal.
     pub fn flush(&mut self) -> Result<()> {
-        self.out
-            .flush()
-            .map_err(|e| Error::io(format!("writing {}", active_path(&self.cfg.dir).display()), e))
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
+        match out.flush() {
+            Ok(()) => self.pending = 0,
+            Err(e) => {
+                let e = Error::io(format!("writing {}", active_path(&self.cfg.dir).display()), e);
+                self.degrade(e);
+            }
+        }
+        Ok(())
     }
 
-    /// Flushes and fsyncs the data to disk.
+    /// Flushes and fsyncs the data to disk (nothing while degraded).
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
-        self.out
-            .get_ref()
-            .sync_data()
-            .map_err(|e| Error::io(format!("syncing {}", active_path(&self.cfg.dir).display()), e))
+        if let Some(out) = self.out.as_ref() {
+            if let Err(e) = out.get_ref().sync_data() {
+                let e = Error::io(format!("syncing {}", active_path(&self.cfg.dir).display()), e);
+                self.degrade(e);
+            }
+        }
+        Ok(())
     }
 
     /// Flushes, shifts `.1`→`.2` … (dropping what falls beyond `keep`), renames the active file
     /// to `.1`, and opens a fresh active file.
     pub fn rotate(&mut self) -> Result<()> {
-        self.flush()?;
+        if let Some(out) = self.out.as_mut() {
+            out.flush()
+                .map_err(|e| Error::io(format!("writing {}", active_path(&self.cfg.dir).display()), e))?;
+        }
         let dir = self.cfg.dir.clone();
         let keep = self.cfg.keep;
         let active = active_path(&dir);
@@ -140,7 +258,7 @@ impl Writer {
         }
         let (file, size) = open_active(&dir)?;
         // Replacing the BufWriter drops the old one, whose buffer is already empty.
-        self.out = BufWriter::with_capacity(BUF_SIZE, file);
+        self.out = Some(BufWriter::with_capacity(BUF_SIZE, file));
         self.size = size;
         // Best effort: make the renames durable.
         if let Ok(d) = File::open(&dir) {

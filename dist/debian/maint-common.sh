@@ -12,6 +12,15 @@ bpfkill_init() {
     fi
 }
 
+# Set by the old version's prerm when an upgrade stopped a daemon that no init system
+# restarts (a container): the new version's postinst starts it again.
+BPFKILL_RESTART_MARK=/run/bpfkill.restart-after-upgrade
+
+# Whether the daemon runs (started by the LSB script).
+bpfkill_running() {
+    [ -f /run/bpfkill.pid ] && kill -0 "$(cat /run/bpfkill.pid)" 2>/dev/null
+}
+
 # Stops the daemon however it was started; tracking stays loaded.
 bpfkill_stop() {
     case "$(bpfkill_init)" in

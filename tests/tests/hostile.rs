@@ -440,6 +440,34 @@ fn kernel_kills_count_processes_not_threads() {
 }
 
 #[test]
+fn two_concurrent_kills_of_one_service_do_not_both_claim_the_kernel_kills() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let service = unique("twice");
+    // Forks without pause: the kernel kills its children as they are born.
+    let tree = inst.run_service(&service, &["fork-loop"]);
+    let main = tree.pid("pid");
+    let (a, b) = std::thread::scope(|s| {
+        let kill = || s.spawn(|| inst.run(["-s", "KILL", "--service", &service, "--json"]));
+        let (a, b) = (kill(), kill());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (sa, sb) = (summary(&a), summary(&b));
+    for (out, s) in [(&a, &sa), (&b, &sb)] {
+        assert!(matches!(code(out), 0 | 1), "{}", text(out));
+        assert_eq!(s["survivors"], 0, "{s}");
+    }
+    let claims =
+        |s: &serde_json::Value| s["concurrent_kill"] == false && s["kernel_kills"].as_u64().unwrap() > 0;
+    assert!(
+        !(claims(&sa) && claims(&sb)),
+        "both kills claimed the kernel's kills as their own:\n{sa}\n{sb}"
+    );
+    assert!(wait_gone(main, GONE));
+    assert!(inst.ps_pids(&service).is_empty(), "{:?}", inst.ps(&service));
+}
+
+#[test]
 fn a_plain_shell_pipeline_shows_no_escape_and_the_column_fits() {
     require_privileges!();
     let inst = Instance::loaded();

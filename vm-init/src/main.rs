@@ -1,7 +1,8 @@
 //! `/init` of the test VM (`cargo xtask vm-test --kernel ...`).
 //!
 //! As PID 1 it mounts the pseudo filesystems a real host has (proc, sys, devtmpfs, tmpfs,
-//! a pure cgroup v2 hierarchy with the pids controller enabled, tracefs, bpffs), starts
+//! a pure cgroup v2 hierarchy with the pids controller enabled, tracefs, bpffs), brings up
+//! the loopback interface, starts
 //! itself again as the suite runner, reaps every orphan until the runner ends (a real init's
 //! job, which the escape tests depend on), prints the end marker and powers off.
 
@@ -54,6 +55,33 @@ fn setup() {
         println!("vm-init: enable the pids controller: {e}");
     }
     let _ = std::fs::create_dir_all("/var/lib");
+    loopback_up();
+}
+
+/// Brings up `lo`, as every host has it (the metrics test talks HTTP over 127.0.0.1).
+fn loopback_up() {
+    // SAFETY: a plain socket for the interface ioctls, closed below; `ifr` is a zeroed ifreq
+    // whose name is NUL-terminated, read and written by the kernel only within the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            println!("vm-init: socket: {}", std::io::Error::last_os_error());
+            return;
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) != 0 {
+                println!("vm-init: bring lo up: {}", std::io::Error::last_os_error());
+            }
+        } else {
+            println!("vm-init: read lo's flags: {}", std::io::Error::last_os_error());
+        }
+        libc::close(fd);
+    }
 }
 
 fn runner() -> i32 {

@@ -180,6 +180,29 @@ fn exercise(root: &Path, deb: &Path) -> Result<()> {
     run(Command::new("/etc/init.d/bpfkill").arg("reload"))?;
     status_is(0, "a good reload heals it")?;
 
+    step("upgrade (the same package again): a new daemon, the same tracking");
+    let mut tracked = Command::new("/usr/bin/bpfkill")
+        .args(["run", "--service", "dist-check-upgrade", "--", "sleep", "1000"])
+        .spawn()
+        .context("start a tracked process")?;
+    let tracked_pid = tracked.id();
+    wait_listed("dist-check-upgrade", tracked_pid)?;
+    let upgrade = String::from_utf8(output(Command::new("dpkg").arg("-i").arg(deb))?)?;
+    eprint!("{upgrade}");
+    if upgrade.contains("failed") {
+        bail!("the upgrade's maintainer scripts reported a failure");
+    }
+    let new_pid = daemon_pid()?;
+    if new_pid == pid {
+        bail!("the upgrade did not restart the daemon (PID {pid})");
+    }
+    wait_gone(pid)?;
+    status_is(0, "the upgraded daemon is healthy")?;
+    wait_listed("dist-check-upgrade", tracked_pid)?;
+    run(Command::new("/usr/bin/bpfkill").args(["-s", "KILL", "--service", "dist-check-upgrade"]))?;
+    let _ = tracked.wait();
+    let pid = new_pid;
+
     step("stop: the daemon goes, tracking stays");
     run(Command::new("/etc/init.d/bpfkill").arg("stop"))?;
     wait_gone(pid)?;
@@ -213,6 +236,30 @@ fn exercise(root: &Path, deb: &Path) -> Result<()> {
     run(Command::new("dpkg").args(["--purge", "bpfkill"]))?;
     eprintln!("\ndist check: ok");
     Ok(())
+}
+
+/// Waits until `bpfkill ps --service SERVICE` lists `pid` (tracking saw it).
+fn wait_listed(service: &str, pid: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new("/usr/bin/bpfkill")
+            .args(["ps", "--service", service, "--json"])
+            .output()?;
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if listed
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["pid"] == pid))
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{service}: PID {pid} is not tracked: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn which(program: &str) -> bool {

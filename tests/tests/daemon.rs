@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use bpfkill_tests::{code, poll_until, require_privileges, text, unique, Instance};
+use bpfkill_tests::{code, is_alive, poll_until, require_privileges, text, unique, Instance};
 
 /// A ceiling for slow (emulated) machines, not a delay.
 const SLOW: Duration = Duration::from_secs(120);
@@ -46,10 +46,9 @@ impl Drop for SmallFs {
     }
 }
 
+/// Whether the daemon process runs (not a zombie).
 fn alive(pid: rustix::process::Pid) -> bool {
-    rustix::process::test_kill_process(pid).is_ok()
-        && std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))
-            .is_ok_and(|s| !s.contains(") Z "))
+    is_alive(pid.as_raw_nonzero().get() as u32)
 }
 
 #[test]

@@ -52,7 +52,13 @@ pub fn ensure_known(tracking: &mut Tracking, name: &str, how: &Discovery) -> Res
         unit: how.unit.as_deref(),
     };
     if let Ok(service) = registry::resolve(tracking, name) {
-        if registry::live_processes(tracking, service.id) > 0 {
+        // Its main process alive answers at once; only without it are the tags walked.
+        let main = &service.record;
+        let main_alive = main.main_pid != 0
+            && procs::stat(main.main_pid).is_some_and(|st| {
+                !procs::is_dead(&st) && st.starttime == clock::ns_to_ticks(main.main_start_ns)
+            });
+        if main_alive || registry::live_processes(tracking, service.id) > 0 {
             return Ok(None);
         }
         return match discover::find(name, &hints) {

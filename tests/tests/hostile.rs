@@ -510,10 +510,16 @@ fn a_plain_shell_pipeline_shows_no_escape_and_the_column_fits() {
     let header = t.lines().next().unwrap_or_default();
     let col = header.find("CMDLINE").expect("no CMDLINE column");
     assert!(col <= 100, "the fixed columns take {col} characters:\n{t}");
-    let rows = t.lines().skip(1).filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()));
+    let rows = t
+        .lines()
+        .skip(1)
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()));
     for row in rows {
         let at: String = row.chars().skip(col - 1).take(2).collect();
-        assert!(at.starts_with(' ') && at.ends_with('/'), "misaligned row {row:?}:\n{t}");
+        assert!(
+            at.starts_with(' ') && at.ends_with('/'),
+            "misaligned row {row:?}:\n{t}"
+        );
     }
     let wide = inst.run(["ps", "--service", &other, "--wide"]);
     assert!(

@@ -13,7 +13,7 @@ pub mod user;
 
 /// Version of the map/event layout. Pins live under `/sys/fs/bpf/bpfkill/v{ABI_VERSION}`, so
 /// a bpfkill built with another layout never adopts incompatible maps.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// SIGKILL's number: the one signal the kernel programs send, and the one userspace treats
 /// specially (doom mode).
@@ -470,6 +470,26 @@ pub struct KernelLayout {
     pub signal_flags: u32,
     /// `signal_struct.pids[PIDTYPE_PGID]` (struct pid pointer)
     pub signal_pgid_pid: u32,
+    /// The kernel programs' log level, fixed at load ([`kernel_log`]): their diagnostics
+    /// (a full map, an unreadable kernel structure) below it are pruned by the verifier.
+    pub log_level: u32,
+}
+
+/// Levels of the kernel programs' diagnostics (aya-log's, whose `AYA_LOG_LEVEL` global takes
+/// the same value): a level enables itself and every level below it.
+pub mod kernel_log {
+    /// No diagnostics: every log statement is dead code (the default).
+    pub const OFF: u32 = 0;
+    /// Something is broken: the programs run without a kernel layout.
+    pub const ERROR: u32 = 1;
+    /// A process could not be tracked (a full map) or a kernel read failed.
+    pub const WARN: u32 = 2;
+    /// Rare, expected decisions: a rule matched at exec, a process left its service.
+    pub const INFO: u32 = 3;
+    /// Per-process decisions: stale creators, kills in the kernel.
+    pub const DEBUG: u32 = 4;
+    /// Names, by level.
+    pub const NAMES: [&str; 5] = ["off", "error", "warn", "info", "debug"];
 }
 
 /// Longest command line the task iterator copies (longer ones are cut and flagged).

@@ -47,6 +47,7 @@ pub static LAYOUT: Global<KernelLayout> = Global::new(KernelLayout {
     sb_dev: 0,
     signal_flags: 0,
     signal_pgid_pid: 0,
+    log_level: 0,
 });
 
 /// Error from a kernel read (the helper's negative errno).

@@ -7,7 +7,10 @@ use std::{
     io::{BufRead, BufReader},
     path::PathBuf,
     process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -155,9 +158,32 @@ impl Instance {
             }
         }
         assert!(seen.contains(expect), "daemon log lacks {expect:?}:\n{seen}");
-        // Keep draining the log so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || for _ in err.lines() {});
-        Daemon(Some(daemon))
+        // Keep draining the log so the daemon never blocks on a full pipe; keep it for
+        // [`Daemon::wait_log`].
+        let log = Arc::new(Mutex::new(seen));
+        let kept = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                let mut kept = kept.lock().expect("daemon log");
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        });
+        Daemon(Some(daemon), log)
+    }
+
+    /// A fresh instance whose tag map holds 4 processes (`load --max-tags 4` plus `load_args`),
+    /// with a service of one `forker` that forked 6 children: 3 could not be tagged.
+    pub fn with_full_tag_map(load_args: &[&str]) -> (Self, String, Tree) {
+        let inst = Self::unloaded();
+        let out = inst.run(["load", "--max-tags", "4"].iter().chain(load_args));
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        let service = unique("full");
+        let mut tree = inst.run_service(&service, &["forker"]);
+        for _ in 0..6 {
+            tree.fork_child();
+        }
+        (inst, service, tree)
     }
 
     /// Runs bpfkill with `args` and returns its output.
@@ -215,9 +241,27 @@ impl Drop for Instance {
 
 /// A running `bpfkill daemon`, killed on drop (a failing test must not leave it behind: it
 /// would hold the test's output open).
-pub struct Daemon(Option<Child>);
+pub struct Daemon(Option<Child>, Arc<Mutex<String>>);
 
 impl Daemon {
+    /// Waits until the daemon's log has `count` lines containing `needle`; the log so far
+    /// when it does not within `timeout`.
+    pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) -> Result<(), String> {
+        let seen = || {
+            self.1
+                .lock()
+                .expect("daemon log")
+                .lines()
+                .filter(|l| l.contains(needle))
+                .count()
+        };
+        if poll_until(timeout, || seen() >= count) {
+            Ok(())
+        } else {
+            Err(self.1.lock().expect("daemon log").clone())
+        }
+    }
+
     /// Its PID.
     pub fn pid(&self) -> rustix::process::Pid {
         rustix::process::Pid::from_child(self.0.as_ref().expect("running"))

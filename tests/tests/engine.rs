@@ -220,14 +220,7 @@ fn track_refuses_pid_1_and_itself() {
 #[test]
 fn a_full_tag_map_is_counted_and_shown() {
     require_privileges!();
-    let inst = Instance::unloaded();
-    let out = inst.run(["load", "--max-tags", "4"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let service = unique("full");
-    let mut tree = inst.run_service(&service, &["forker"]);
-    for _ in 0..6 {
-        tree.fork_child();
-    }
+    let (inst, _service, _tree) = Instance::with_full_tag_map(&["--kernel-log", "warn"]);
     let (rc, status) = inst.status();
     assert_eq!(rc, 0);
     assert_eq!(status["max_tagged"], 4, "{status}");
@@ -239,4 +232,47 @@ fn a_full_tag_map_is_counted_and_shown() {
         "{}",
         text(&human)
     );
+    // Loaded with --kernel-log warn: the programs said so themselves, and the daemon forwards
+    // what they said (written before it started) to its log.
+    assert_eq!(status["kernel_log"], "warn", "{status}");
+    let daemon = inst.start_daemon("forwarding the kernel programs' diagnostics (level warn)");
+    if let Err(log) = daemon.wait_log("tag map full: pid", 3, GONE) {
+        panic!("the daemon never forwarded the kernel's three tag-map-full warnings:\n{log}");
+    }
+    daemon.stop();
+}
+
+#[test]
+fn kernel_diagnostics_are_off_unless_asked_for() {
+    require_privileges!();
+    let (inst, _service, _tree) = Instance::with_full_tag_map(&[]);
+    let (_, status) = inst.status();
+    assert_eq!(status["kernel_log"], "off", "{status}");
+    assert_eq!(status["counters"]["tags_full"], 3, "{status}");
+    // Asking an adopting load for another level says it cannot change.
+    let out = inst.run(["load", "--kernel-log", "debug"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("fixed when they were loaded"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn every_kernel_diagnostic_passes_the_verifier() {
+    require_privileges!();
+    // At debug, no log statement is pruned: the verifier sees them all (the doom program's
+    // too, loaded by the kill).
+    let inst = Instance::unloaded();
+    let out = inst.run(["load", "--kernel-log", "debug"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let service = unique("chatty");
+    // Forks without pause, so the kernel kills some of it (the doom program's paths).
+    let tree = inst.run_service(&service, &["fork-loop"]);
+    let main = tree.pid("pid");
+    let out = inst.run(["-s", "KILL", "--service", &service]);
+    assert!(matches!(code(&out), 0 | 1), "{}", text(&out));
+    assert!(wait_gone(main, GONE), "main survived");
+    assert!(inst.ps_pids(&service).is_empty(), "{:?}", inst.ps(&service));
 }

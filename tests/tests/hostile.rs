@@ -386,14 +386,7 @@ fn a_subtree_kill_says_what_it_left_out_and_does_not_exit_0() {
 #[test]
 fn a_full_tag_map_makes_kill_ps_and_status_say_so() {
     require_privileges!();
-    let inst = Instance::unloaded();
-    let out = inst.run(["load", "--max-tags", "4"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    let service = unique("full");
-    let mut tree = inst.run_service(&service, &["forker"]);
-    for _ in 0..6 {
-        tree.fork_child();
-    }
+    let (inst, service, _tree) = Instance::with_full_tag_map(&[]);
     let (_, status) = inst.status();
     let svc = status["services"]
         .as_array()

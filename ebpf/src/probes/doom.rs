@@ -10,17 +10,19 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 
+use aya_log_ebpf::debug;
+
 use crate::{
     kernel::{is_tagged_start, ReadError, Task, LAYOUT},
     maps::{is_doomed, kill_current, TAGS},
 };
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn bpfkill_doom(_ctx: RawTracePointContext) -> i32 {
-    super::finish(try_doom())
+pub fn bpfkill_doom(ctx: RawTracePointContext) -> i32 {
+    super::finish(&ctx, "doom", try_doom(&ctx))
 }
 
-fn try_doom() -> Result<(), ReadError> {
+fn try_doom(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if pid <= 1 {
         return Ok(());
@@ -39,5 +41,9 @@ fn try_doom() -> Result<(), ReadError> {
         return Ok(());
     }
     kill_current(tag_ptr, &layout);
+    debug!(
+        ctx,
+        "pid {} of doomed service {} killed returning from a system call", pid, tag.service_id
+    );
     Ok(())
 }

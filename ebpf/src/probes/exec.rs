@@ -11,6 +11,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
+use aya_log_ebpf::{info, warn};
 use bpfkill_common::{event_kind, stat, tag_flags, LeaveKey, Tag};
 
 use crate::{
@@ -21,13 +22,15 @@ use crate::{
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn bpfkill_exec(ctx: RawTracePointContext) -> i32 {
-    super::finish(try_exec(&ctx))
+    super::finish(&ctx, HOOK, try_exec(&ctx))
 }
+
+const HOOK: &str = "exec";
 
 fn try_exec(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     let layout = LAYOUT.load();
     if layout.task_tgid == 0 {
-        return Ok(());
+        return super::no_layout(ctx, HOOK);
     }
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let bprm = ctx.arg::<*const u8>(2);
@@ -77,8 +80,16 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         if TAGS.insert(&pid, &new, 0).is_err() {
             count(stat::TAGS_FULL);
             count_for_service(service_id, ServiceCounter::Untagged);
+            warn!(
+                ctx,
+                "tag map full: pid {} matched a rule of service {} but is not tracked", pid, service_id
+            );
             return Ok(());
         }
+        info!(
+            ctx,
+            "pid {} matched a rule of service {} at exec (was in {})", pid, service_id, current
+        );
         count(stat::EXECS);
         let info = EventInfo {
             kind: event_kind::MATCH,
@@ -111,6 +122,10 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         // SAFETY: read by copy.
         if unsafe { LEAVE_RULES.get(&boundary) }.is_some() && TAGS.remove(&pid).is_ok() {
             // A boundary of the service (a login shell of sshd, say): the process leaves it.
+            info!(
+                ctx,
+                "pid {} left service {} at exec (a boundary rule)", pid, service_id
+            );
             let info = EventInfo {
                 kind: event_kind::LEAVE,
                 pid,

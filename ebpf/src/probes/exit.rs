@@ -17,13 +17,15 @@ use crate::{
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn bpfkill_exit(ctx: RawTracePointContext) -> i32 {
-    super::finish(try_exit(&ctx))
+    super::finish(&ctx, HOOK, try_exit(&ctx))
 }
+
+const HOOK: &str = "exit";
 
 fn try_exit(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     let layout = LAYOUT.load();
     if layout.task_tgid == 0 {
-        return Ok(());
+        return super::no_layout(ctx, HOOK);
     }
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: the value is copied out before the entry is removed.

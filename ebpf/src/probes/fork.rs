@@ -9,6 +9,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
+use aya_log_ebpf::{debug, warn};
 use bpfkill_common::{event_kind, stat, tag_flags, Tag};
 
 use crate::{
@@ -22,13 +23,15 @@ const CLONE_PARENT: u64 = 0x0000_8000;
 
 #[raw_tracepoint(tracepoint = "task_newtask")]
 pub fn bpfkill_fork(ctx: RawTracePointContext) -> i32 {
-    super::finish(try_fork(&ctx))
+    super::finish(&ctx, HOOK, try_fork(&ctx))
 }
+
+const HOOK: &str = "fork";
 
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     let layout = LAYOUT.load();
     if layout.task_tgid == 0 {
-        return Ok(());
+        return super::no_layout(ctx, HOOK);
     }
     let clone_flags: u64 = ctx.arg(1);
     if clone_flags & CLONE_THREAD != 0 {
@@ -45,6 +48,10 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     if !is_tagged_start(creator_start, &creator_tag, &layout) {
         // The entry belongs to a dead process whose PID number was reused.
         count(stat::STALE_CREATOR);
+        debug!(
+            ctx,
+            "pid {} has a stale tag (a reused PID number): its child is not tagged", creator
+        );
         return Ok(());
     }
 
@@ -63,6 +70,13 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         // doom program kills it when it returns from fork, before any user instruction).
         flags |= tag_flags::DOOMED;
         kill_current(creator_ptr, &layout);
+        debug!(
+            ctx,
+            "pid {} of doomed service {} forked: killed, its child {} doomed",
+            creator,
+            creator_tag.service_id,
+            pid
+        );
     }
     let tag = Tag {
         service_id: creator_tag.service_id,
@@ -80,6 +94,13 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     if TAGS.insert(&pid, &tag, 0).is_err() {
         count(stat::TAGS_FULL);
         count_for_service(creator_tag.service_id, ServiceCounter::Untagged);
+        warn!(
+            ctx,
+            "tag map full: pid {}, child of {} in service {}, is not tracked",
+            pid,
+            creator,
+            creator_tag.service_id
+        );
         return Ok(());
     }
     count(stat::FORKS_TAGGED);

@@ -155,6 +155,12 @@ pub struct LoadArgs {
     /// Capacity of the tag map (processes tracked at once); fixed when the map is created.
     #[arg(long, value_name = "N", default_value_t = bpfkill_common::DEFAULT_MAX_TAGS)]
     pub max_tags: u32,
+    /// Compile the kernel programs' diagnostics in, from this level down (off, error, warn,
+    /// info, debug): a full map, a failed kernel read, a rule match. Fixed when tracking is
+    /// loaded; the daemon forwards them to its log (target `kernel`). Off by default, when
+    /// the verifier removes every log statement.
+    #[arg(long, value_name = "LEVEL", env = "BPFKILL_KERNEL_LOG")]
+    pub kernel_log: Option<tracking::KernelLogLevel>,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +198,7 @@ impl LoadArgs {
     pub fn options(&self) -> tracking::LoadOptions {
         tracking::LoadOptions {
             max_tags: self.max_tags,
+            kernel_log: self.kernel_log,
         }
     }
 }

@@ -132,8 +132,10 @@ fn init_logging(verbose: u8, daemon: bool, format: LogFormat) {
         (0, true) | (1, _) => "info",
         _ => "debug",
     };
+    // The kernel programs' records were filtered when they were loaded (`--kernel-log`):
+    // whatever arrives is shown.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},kernel=debug")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

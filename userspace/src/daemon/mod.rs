@@ -132,6 +132,7 @@ async fn serve(paths: &PinPaths, opts: &Options) -> Result<()> {
     // SAFETY: the ring buffer owns its map fd, open and the same for as long as it lives.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| Error::io("watch the event ring buffer", e.into()))?;
+    let mut kernel_log = open_kernel_log(paths, &tracking)?;
     // Losses before this daemon started are not this journal's to report.
     let mut lost_seen = tracking.stats()[stat::EVENTS_LOST as usize];
     state.ready(&mut tracking)?;
@@ -167,6 +168,12 @@ async fn serve(paths: &PinPaths, opts: &Options) -> Result<()> {
                 guard.clear_ready();
                 tracing::trace!("{handled} event(s)");
             }
+            ready = async { kernel_log.as_mut().expect("guarded").readable_mut().await }, if kernel_log.is_some() => {
+                let mut guard = ready.map_err(|e| Error::io("wait for kernel log records", e))?;
+                // Edge-triggered too: every record forwarded before readiness is cleared.
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
             _ = d.watch.changed() => d.refresh(&mut tracking)?,
             _ = tick.tick(), if timed => {
                 if !d.pending_forget.is_empty() {
@@ -184,6 +191,22 @@ async fn serve(paths: &PinPaths, opts: &Options) -> Result<()> {
             counters.journal(w);
         }
     }
+}
+
+/// The kernel programs' log, watched when they were loaded with a level (`--kernel-log`).
+fn open_kernel_log(paths: &PinPaths, tracking: &Tracking) -> Result<Option<AsyncFd<tracking::KernelLog>>> {
+    let level = tracking::KernelLogLevel(tracking.layout()?.log_level);
+    if level.is_off() {
+        return Ok(None);
+    }
+    let mut log = tracking::KernelLog::open(paths)?;
+    tracing::info!("forwarding the kernel programs' diagnostics (level {level}) under target `kernel`");
+    // What they said while no daemon ran.
+    log.flush();
+    // SAFETY: the logger owns its ring buffer's fd, open and the same for as long as it lives.
+    let log = unsafe { AsyncFd::register_with_interest(log, Interest::READABLE) }
+        .map_err(|e| Error::io("watch the kernel log ring buffer", e.into()))?;
+    Ok(Some(log))
 }
 
 /// Decodes and handles every event in the ring buffer; returns how many.

@@ -15,7 +15,7 @@ use crate::{
     lineage::registry,
     sys::{clock, mounts},
     text::Escaped,
-    tracking::{layout, PinPaths, Tracking},
+    tracking::{layout, KernelLogLevel, PinPaths, Tracking},
 };
 
 /// One service's line.
@@ -76,6 +76,9 @@ pub struct Status {
     pub problems: Vec<String>,
     /// How the programs attach.
     pub attach_mode: &'static str,
+    /// The kernel programs' log level, fixed at load (`off`, `error`, `warn`, `info`,
+    /// `debug`); null when tracking is not loaded.
+    pub kernel_log: Option<String>,
     /// Events the kernel could not deliver (the ring buffer was full).
     pub events_lost: u64,
     /// Fill of each map in percent: `tags`, `registry`, `exe_rules`, `comm_rules`,
@@ -198,6 +201,10 @@ pub fn gather(paths: &PinPaths) -> Result<Status> {
         health: "not-loaded",
         problems: Vec::new(),
         attach_mode: "raw tracepoints through pinned links; task iterators for ps; sys_exit during a SIGKILL",
+        kernel_log: tracking
+            .as_ref()
+            .and_then(|t| t.layout().ok())
+            .map(|l| KernelLogLevel(l.log_level).to_string()),
         events_lost: 0,
         map_fill: BTreeMap::new(),
     };
@@ -339,6 +346,9 @@ pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
         )?;
     }
     writeln!(out, "layout:   {}", s.layout)?;
+    if let Some(level) = &s.kernel_log {
+        writeln!(out, "kernel log: {level} (fixed at load; the daemon forwards it)")?;
+    }
     for (tp, fields) in &s.tracepoint_formats {
         writeln!(out, "format:   {tp}: {fields}")?;
     }

@@ -139,6 +139,8 @@ impl KernelBtf {
                 "signal_struct",
                 &format!("pids[{}]", self.enum_value("pid_type", "PIDTYPE_PGID")?),
             )?,
+            // Not the kernel's: the loader sets it (`--kernel-log`).
+            log_level: bpfkill_common::kernel_log::OFF,
         })
     }
 

@@ -16,6 +16,7 @@ use aya::{
 use bpfkill_common::{maps, programs, KernelLayout};
 
 use super::{
+    kernel_log::KernelLogLevel,
     layout,
     maps::Tracking,
     pins::{create_private_dir, PinLock, PinPaths},
@@ -45,12 +46,16 @@ pub enum LoadOutcome {
 pub struct LoadOptions {
     /// Capacity of the tag map: processes tracked at once, all services together.
     pub max_tags: u32,
+    /// Level of the kernel programs' diagnostics; None: not asked for (off on a fresh load,
+    /// and no complaint when the pinned programs have another).
+    pub kernel_log: Option<KernelLogLevel>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             max_tags: bpfkill_common::DEFAULT_MAX_TAGS,
+            kernel_log: None,
         }
     }
 }
@@ -68,6 +73,15 @@ pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
     create_private_dir(paths.root())?;
     let _lock = PinLock::take(paths)?;
     if paths.is_live()? {
+        if let Some(asked) = opts.kernel_log {
+            let loaded = KernelLogLevel(Tracking::open(paths)?.layout()?.log_level);
+            if loaded != asked {
+                tracing::warn!(
+                    "the kernel programs log at level {loaded}, fixed when they were loaded; \
+                     `bpfkill unload` then load again for {asked}"
+                );
+            }
+        }
         return Ok(LoadOutcome::Adopted);
     }
     create_private_dir(&paths.maps_dir())?;
@@ -76,14 +90,15 @@ pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
     let btf = layout::KernelBtf::load()?;
     let ns_per_tick = u32::try_from(clock::ns_per_tick())
         .map_err(|_| Error::Unsupported("clock tick longer than 4 s".into()))?;
-    let kernel_layout = btf.kernel_layout(ns_per_tick)?;
+    let log_level = opts.kernel_log.unwrap_or_default();
+    let kernel_layout = KernelLayout {
+        log_level: log_level.0,
+        ..btf.kernel_layout(ns_per_tick)?
+    };
+
     tracing::debug!("kernel layout: {}", layout::LayoutDisplay(&kernel_layout));
 
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(paths.maps_dir())
-        .override_global("LAYOUT", &kernel_layout, true)
-        .map_max_entries(maps::TAGS, opts.max_tags)
-        .load(OBJECT)
+    let mut ebpf = load_object(paths, &kernel_layout, opts.max_tags)
         .map_err(|e| Error::ebpf("load the bpfkill programs", e))?;
 
     {
@@ -125,6 +140,24 @@ pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
     }
     Ok(LoadOutcome::Loaded { attached })
 }
+
+/// The embedded object, its maps pinned under `paths` (or the pinned ones reused: the log
+/// ring buffer too, so every program of a pin tree logs to one place), loaded with the kernel
+/// layout and its log level as globals.
+fn load_object(paths: &PinPaths, layout: &KernelLayout, max_tags: u32) -> Result<Ebpf, aya::EbpfError> {
+    // aya-log's level global is a byte; the levels are 0..=4.
+    let log_level = layout.log_level as u8;
+    EbpfLoader::new()
+        .default_map_pin_directory(paths.maps_dir())
+        .map_pin_path(KERNEL_LOG_MAP, paths.map(KERNEL_LOG_MAP))
+        .override_global("LAYOUT", layout, true)
+        .override_global(aya_log::LEVEL, &log_level, true)
+        .map_max_entries(maps::TAGS, max_tags)
+        .load(OBJECT)
+}
+
+/// aya-log's ring buffer, as aya-log-ebpf declares it.
+const KERNEL_LOG_MAP: &str = "AYA_LOGS";
 
 /// Program `name` of `ebpf`, as the program type `T` it must be.
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
@@ -200,10 +233,7 @@ pub struct Doom {
 /// maps; it is never pinned, so it is detached even if bpfkill dies.
 pub fn arm_doom(tracking: &Tracking) -> Result<Doom> {
     let layout = tracking.layout()?;
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(tracking.paths().maps_dir())
-        .override_global("LAYOUT", &layout, true)
-        .load(OBJECT)
+    let mut ebpf = load_object(tracking.paths(), &layout, tracking.max_tags())
         .map_err(|e| Error::ebpf("load the doom program", e))?;
     let (name, tracepoint) = programs::DOOM;
     load_and_attach(&mut ebpf, name, tracepoint)?;

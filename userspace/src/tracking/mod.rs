@@ -1,13 +1,15 @@
 //! The kernel side seen from userspace: loading and pinning the programs ([`load`], [`pins`]),
 //! typed access to their maps ([`maps`]), the kernel structure layout they are loaded with
-//! ([`layout`]), and the events they emit ([`events`]).
+//! ([`layout`]), the events they emit ([`events`]) and their diagnostics ([`kernel_log`]).
 
 pub mod events;
+pub mod kernel_log;
 pub mod layout;
 pub mod load;
 pub mod maps;
 pub mod pins;
 
+pub use kernel_log::{KernelLog, KernelLogLevel};
 pub use load::{arm_doom, load, Doom, LoadOptions, LoadOutcome};
 pub use maps::{open_pinned, Tracking};
 pub use pins::{unload, PinPaths, PIN_DIR_ENV};

@@ -94,19 +94,44 @@ pub struct Instance {
 impl Instance {
     /// An instance whose pin directory is chosen but nothing is loaded yet.
     pub fn unloaded() -> Self {
-        let bin = bpfkill_bin();
+        let name = unique("bpfkill-test");
+        Self::new(bpfkill_bin(), PathBuf::from(format!("/sys/fs/bpf/{name}")), &name)
+    }
+
+    /// An unloaded instance pinned under `/sys/fs/bpf/NAME/v{abi}`, as a packaged bpfkill
+    /// pins (older versions' trees sit beside it).
+    pub fn versioned(abi: u32) -> Self {
+        let name = unique("bpfkill-test");
+        Self::new(
+            bpfkill_bin(),
+            PathBuf::from(format!("/sys/fs/bpf/{name}/v{abi}")),
+            &name,
+        )
+    }
+
+    /// Another version's instance beside this one: its tree named `v{abi}` in the same
+    /// directory, the same journal and configuration, run with `bin`.
+    pub fn beside(&self, bin: PathBuf, abi: u32) -> Self {
+        Self {
+            pin_dir: self.pin_dir.with_file_name(format!("v{abi}")),
+            journal_dir: self.journal_dir.clone(),
+            config: self.config.clone(),
+            bin,
+        }
+    }
+
+    fn new(bin: PathBuf, pin_dir: PathBuf, name: &str) -> Self {
         assert!(
             bin.is_file(),
             "{} is missing: build it first (`cargo build -p bpfkill`, or run `cargo xtask test`)",
             bin.display()
         );
-        let name = unique("bpfkill-test");
         let config_dir = std::env::temp_dir().join(format!("{name}-config"));
         std::fs::create_dir_all(&config_dir).expect("config dir");
         let config = config_dir.join("config.toml");
         std::fs::write(&config, "").expect("empty config");
         Self {
-            pin_dir: PathBuf::from(format!("/sys/fs/bpf/{name}")),
+            pin_dir,
             journal_dir: std::env::temp_dir().join(format!("{name}-journal")),
             config,
             bin,

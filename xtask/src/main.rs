@@ -15,6 +15,7 @@ mod bench;
 mod bootstrap;
 mod demo;
 mod dist;
+mod previous;
 mod vm;
 
 use bootstrap::bootstrap;

@@ -8,7 +8,11 @@ use bpfkill::tracking::{self, PinPaths};
 use super::{args::LoadArgs, exit};
 
 pub fn load(paths: &PinPaths, args: &LoadArgs, out: &mut impl Write) -> anyhow::Result<u8> {
-    match tracking::load(paths, &args.options()).context("load tracking")? {
+    let report = tracking::load(paths, &args.options()).context("load tracking")?;
+    for m in &report.migrations {
+        writeln!(out, "{m}")?;
+    }
+    match report.outcome {
         tracking::LoadOutcome::Adopted => {
             writeln!(out, "tracking already live under {}", paths.root().display())?
         }

@@ -96,7 +96,7 @@ async fn serve(paths: &PinPaths, opts: &Options) -> Result<()> {
         }
         None => None,
     };
-    match tracking::load(paths, &opts.load)? {
+    match tracking::load(paths, &opts.load)?.outcome {
         tracking::LoadOutcome::Adopted => {
             tracing::info!("adopted pinned tracking under {}", paths.root().display())
         }

@@ -15,7 +15,7 @@ use crate::{
     lineage::registry,
     sys::{clock, mounts},
     text::Escaped,
-    tracking::{layout, KernelLogLevel, PinPaths, Tracking},
+    tracking::{layout, migrate, KernelLogLevel, PinPaths, Tracking},
 };
 
 /// One service's line.
@@ -261,6 +261,11 @@ pub fn gather(paths: &PinPaths) -> Result<Status> {
                     j.dropped
                 ));
             }
+        }
+        for older in migrate::older_attached(paths) {
+            status.problems.push(format!(
+                "an older bpfkill's tracking ({older}) is still attached: `bpfkill load` (or a daemon start) carries it over"
+            ));
         }
         status.health = if !status.ready {
             "starting"

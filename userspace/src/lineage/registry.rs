@@ -151,17 +151,12 @@ pub fn undeclare(tracking: &mut Tracking, service: &Service) -> Result<()> {
 
 /// Claims a free id for a new service.
 fn claim(tracking: &mut Tracking, name: &str, record: ServiceRecord) -> Result<Service> {
-    let used: std::collections::HashSet<u32> = tracking.services().iter().map(|(id, _)| *id).collect();
-    for id in (1..=MAX_SERVICES).filter(|id| !used.contains(id)) {
-        // Taken by a registration of another pin-tree user: try the next id.
-        if tracking.claim_service(id, &record)? {
-            tracking.reset_service_stats(id);
-            return Ok(Service {
-                id,
-                name: name.to_string(),
-                record,
-            });
-        }
+    if let Some(id) = tracking.claim_free_service(&record)? {
+        return Ok(Service {
+            id,
+            name: name.to_string(),
+            record,
+        });
     }
     Err(Error::Usage(format!(
         "the service registry is full ({MAX_SERVICES} services); `bpfkill forget --service NAME` releases one"

@@ -80,6 +80,11 @@ impl ProcTable {
         }
     }
 
+    /// Every process: (pid, ppid, start ticks).
+    pub fn rows(&self) -> impl Iterator<Item = (u32, u32, u64)> + '_ {
+        self.procs.iter().map(|(&pid, &(ppid, ticks))| (pid, ppid, ticks))
+    }
+
     /// Start time in ticks of a live `pid`.
     pub fn start_ticks(&self, pid: u32) -> Option<u64> {
         self.procs.get(&pid).map(|&(_, t)| t)

@@ -19,6 +19,7 @@ use super::{
     kernel_log::KernelLogLevel,
     layout,
     maps::Tracking,
+    migrate::{self, Migration},
     pins::{create_private_dir, PinLock, PinPaths},
 };
 use crate::{
@@ -41,6 +42,15 @@ pub enum LoadOutcome {
     },
 }
 
+/// What [`load`] did, and the older trackings it migrated.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Loaded now or adopted.
+    pub outcome: LoadOutcome,
+    /// Older versions' tracking carried over into this one (see [`super::migrate`]).
+    pub migrations: Vec<Migration>,
+}
+
 /// Settings for a fresh load (ignored when the maps are already pinned).
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
@@ -61,8 +71,20 @@ impl Default for LoadOptions {
 }
 
 /// Loads and attaches the tracking programs and pins maps and links, or adopts what is
-/// already pinned. Mounts bpffs and tracefs when they are missing.
-pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
+/// already pinned; then migrates an older version's tracking left attached beside it. Mounts
+/// bpffs and tracefs when they are missing.
+pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadReport> {
+    let (outcome, lock) = attach(paths, opts)?;
+    let migrations = migrate::from_older(&mut Tracking::open(paths)?)?;
+    drop(lock);
+    for m in &migrations {
+        tracing::info!("{m}");
+    }
+    Ok(LoadReport { outcome, migrations })
+}
+
+/// [`load`] up to the migration; the pin tree's lock is returned held.
+fn attach(paths: &PinPaths, opts: &LoadOptions) -> Result<(LoadOutcome, PinLock)> {
     if opts.max_tags == 0 {
         return Err(Error::Usage("--max-tags must be at least 1".into()));
     }
@@ -71,7 +93,7 @@ pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
         tracing::warn!("tracefs unavailable ({e}); status will not show tracepoint formats");
     }
     create_private_dir(paths.root())?;
-    let _lock = PinLock::take(paths)?;
+    let lock = PinLock::take(paths)?;
     if paths.is_live()? {
         if let Some(asked) = opts.kernel_log {
             let loaded = KernelLogLevel(Tracking::open(paths)?.layout()?.log_level);
@@ -82,7 +104,7 @@ pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
                 );
             }
         }
-        return Ok(LoadOutcome::Adopted);
+        return Ok((LoadOutcome::Adopted, lock));
     }
     create_private_dir(&paths.maps_dir())?;
     create_private_dir(&paths.links_dir())?;
@@ -138,7 +160,7 @@ pub fn load(paths: &PinPaths, opts: &LoadOptions) -> Result<LoadOutcome> {
             }
         }
     }
-    Ok(LoadOutcome::Loaded { attached })
+    Ok((LoadOutcome::Loaded { attached }, lock))
 }
 
 /// The embedded object, its maps pinned under `paths` (or the pinned ones reused: the log

@@ -225,6 +225,24 @@ impl Tracking {
         sum
     }
 
+    /// Adds to the kernel's counters of a service (carried over from an older tracking tree).
+    pub fn add_service_stats(&mut self, service_id: u32, add: ServiceStats) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::io(format!("count CPUs ({what})"), e))?;
+        let mut values: Vec<ServiceStats> = match self.service_stats.get(&service_id, 0) {
+            Ok(v) => v.iter().copied().collect(),
+            Err(_) => vec![ServiceStats::default(); cpus],
+        };
+        if let Some(first) = values.first_mut() {
+            first.untagged += add.untagged;
+            first.kernel_kills += add.kernel_kills;
+        }
+        let values = aya::maps::PerCpuValues::try_from(values)
+            .map_err(|e| Error::io("per-CPU service counters", e))?;
+        self.service_stats
+            .insert(service_id, values, 0)
+            .map_err(|e| Error::map(format!("write the counters of service #{service_id}"), e))
+    }
+
     /// Clears the kernel's counters of a service (a new incarnation starts from zero).
     pub fn reset_service_stats(&mut self, service_id: u32) {
         let _ = self.service_stats.remove(&service_id);
@@ -242,6 +260,13 @@ impl Tracking {
             .map_err(|e| Error::map("read the kernel layout", e))
     }
 
+    /// Remembers the ghost of an exited process (carried over from an older tracking tree).
+    pub fn set_ghost(&mut self, pid: u32, ghost: &Ghost) -> Result<()> {
+        self.ghosts
+            .insert(pid, ghost, 0)
+            .map_err(|e| Error::map(format!("remember exited process {pid}"), e))
+    }
+
     /// The ghost of an exited tagged process, if still remembered.
     pub fn ghost(&self, pid: u32) -> Option<Ghost> {
         self.ghosts.get(&pid, 0).ok()
@@ -257,6 +282,19 @@ impl Tracking {
         self.services
             .insert(id, rec, 0)
             .map_err(|e| Error::map(format!("write service #{id}"), e))
+    }
+
+    /// Claims the first free service id for `rec`; None when the registry is full.
+    pub fn claim_free_service(&mut self, rec: &ServiceRecord) -> Result<Option<u32>> {
+        let used: HashSet<u32> = self.services().iter().map(|(id, _)| *id).collect();
+        for id in (1..=bpfkill_common::MAX_SERVICES).filter(|id| !used.contains(id)) {
+            // Taken by a registration of another pin-tree user: try the next id.
+            if self.claim_service(id, rec)? {
+                self.reset_service_stats(id);
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     /// Claims service `id` for `rec`: false when the id is taken already (by a concurrent

@@ -1,15 +1,17 @@
 //! The kernel side seen from userspace: loading and pinning the programs ([`load`], [`pins`]),
 //! typed access to their maps ([`maps`]), the kernel structure layout they are loaded with
-//! ([`layout`]), the events they emit ([`events`]) and their diagnostics ([`kernel_log`]).
+//! ([`layout`]), the events they emit ([`events`]) and their diagnostics ([`kernel_log`]);
+//! carrying an older version's live tracking over on upgrade ([`migrate`]).
 
 pub mod events;
 pub mod kernel_log;
 pub mod layout;
 pub mod load;
 pub mod maps;
+pub mod migrate;
 pub mod pins;
 
 pub use kernel_log::{KernelLog, KernelLogLevel};
-pub use load::{arm_doom, load, Doom, LoadOptions, LoadOutcome};
+pub use load::{arm_doom, load, Doom, LoadOptions, LoadOutcome, LoadReport};
 pub use maps::{open_pinned, Tracking};
 pub use pins::{unload, PinPaths, PIN_DIR_ENV};

@@ -130,6 +130,13 @@ pub fn unload(paths: &PinPaths) -> Result<bool> {
         return Ok(false);
     }
     let _lock = PinLock::take(paths)?;
+    remove_tree(paths)?;
+    Ok(true)
+}
+
+/// Removes every pin of the tree (detaching its programs) and the tree; the caller holds its
+/// lock.
+pub(crate) fn remove_tree(paths: &PinPaths) -> Result<()> {
     for dir in [paths.links_dir(), paths.maps_dir()] {
         let Ok(entries) = fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
@@ -143,5 +150,5 @@ pub fn unload(paths: &PinPaths) -> Result<bool> {
     if let Some(parent) = paths.root().parent() {
         let _ = fs::remove_dir(parent);
     }
-    Ok(true)
+    Ok(())
 }

@@ -141,6 +141,13 @@ pub(super) fn build_initramfs(root: &Path, manifest: &Manifest, path: &Path) -> 
     elves.push(crate::bpfkill_bin());
     elves.push(crate::bpfkill_bin().with_file_name("forker"));
     elves.extend(
+        manifest
+            .env
+            .iter()
+            .filter(|(k, _)| k == crate::previous::ENV)
+            .map(|(_, v)| PathBuf::from(v)),
+    );
+    elves.extend(
         super::SUPERVISORS
             .iter()
             .chain(&super::DEBIAN_TOOLS)

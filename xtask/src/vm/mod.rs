@@ -206,14 +206,18 @@ fn build_suite(test_args: &[String]) -> Result<Manifest> {
     binaries.dedup();
     let mut args = vec!["--test-threads=2".to_string()];
     args.extend(test_args.iter().cloned());
-    Ok(Manifest {
-        binaries,
-        env: vec![(
-            "BPFKILL_BIN".into(),
-            crate::bpfkill_bin().to_string_lossy().into_owned(),
-        )],
-        args,
-    })
+    let mut env = vec![(
+        "BPFKILL_BIN".into(),
+        crate::bpfkill_bin().to_string_lossy().into_owned(),
+    )];
+    // The upgrade test's previous layout (packed into the VMs at the same path).
+    if let Some(previous) = crate::previous::build(&crate::root())? {
+        env.push((
+            crate::previous::ENV.into(),
+            previous.to_string_lossy().into_owned(),
+        ));
+    }
+    Ok(Manifest { binaries, env, args })
 }
 
 /// VMs to run at once by default: one per host core for single-threaded TCG (each guest keeps

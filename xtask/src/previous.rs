@@ -1,0 +1,79 @@
+//! The previous kernel-side layout's bpfkill, built from git, so the suite can test an
+//! upgrade against real pins of that layout (`tests/tests/upgrade.rs`): the last commit whose
+//! `ABI_VERSION` was the previous one is exported with `git archive` and built with its own
+//! lock file into `target/previous/v{ABI}/`. Built once; the binary is reused while its
+//! stamp names the same commit.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// Environment variable that gives the tests the previous layout's binary.
+pub const ENV: &str = "BPFKILL_PREVIOUS_BIN";
+
+/// ABI version of the previous layout.
+pub const ABI: u32 = 4;
+
+/// The last commit of ABI v4 (v5 added the kernel log level to `KernelLayout`).
+pub const COMMIT: &str = "1730c68b54071f3ea7d7347bf6fe1a5bbca7a95f";
+
+/// Builds (or reuses) the previous layout's debug binary. None, said on stderr, when the
+/// commit is not in this clone (a shallow one): the upgrade test then skips with that reason.
+pub fn build(root: &Path) -> Result<Option<PathBuf>> {
+    let dir = root.join("target/previous").join(format!("v{ABI}"));
+    let bin = dir.join("bpfkill");
+    let stamp = dir.join("commit");
+    if bin.is_file() && fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == COMMIT) {
+        return Ok(Some(bin));
+    }
+    let reachable = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["cat-file", "-e", &format!("{COMMIT}^{{commit}}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !reachable {
+        eprintln!("note: commit {COMMIT} (ABI v{ABI}) is not in this clone; the upgrade test skips");
+        return Ok(None);
+    }
+    let src = dir.join("src");
+    if src.exists() {
+        fs::remove_dir_all(&src).with_context(|| format!("remove {}", src.display()))?;
+    }
+    fs::create_dir_all(&src)?;
+    eprintln!("+ git archive {COMMIT} | tar -x -C {}", src.display());
+    let mut archive = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["archive", "--format=tar", COMMIT])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("spawn git archive")?;
+    let tar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(&src)
+        .stdin(archive.stdout.take().expect("piped"))
+        .status()
+        .context("spawn tar")?;
+    if !archive.wait()?.success() || !tar.success() {
+        bail!("exporting {COMMIT} failed");
+    }
+    let target = dir.join("target");
+    crate::run(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(&src)
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["build", "--locked", "-p", "bpfkill", "--bin", "bpfkill"]),
+    )
+    .with_context(|| format!("build bpfkill at {COMMIT} (ABI v{ABI})"))?;
+    fs::copy(target.join("debug/bpfkill"), &bin)
+        .with_context(|| format!("copy the ABI v{ABI} binary to {}", bin.display()))?;
+    fs::write(&stamp, COMMIT)?;
+    Ok(Some(bin))
+}

@@ -385,6 +385,13 @@ impl Tree {
         line.trim().to_string()
     }
 
+    /// The exit status of the process started, once it exits (it must within `timeout`).
+    pub fn exit_status(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id();
+        assert!(wait_gone(pid, timeout), "{pid} did not exit within {timeout:?}");
+        self.child.wait().expect("reap")
+    }
+
     /// Value `key` of the ready line.
     pub fn pid(&self, key: &str) -> u32 {
         *self

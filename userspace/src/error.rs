@@ -62,6 +62,15 @@ pub enum Error {
     /// The operation needs privileges bpfkill does not have.
     #[error("{0}: permission denied (bpfkill needs root: CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_KILL)")]
     Permission(String),
+    /// Not this user's to see or signal (a request to the daemon's socket).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Nothing matched a request to the daemon's socket.
+    #[error("{0}")]
+    NothingMatched(String),
+    /// The daemon failed a request.
+    #[error("the daemon: {0}")]
+    Remote(String),
     /// The kernel lacks something bpfkill needs.
     #[error("unsupported kernel: {0}")]
     Unsupported(String),

@@ -12,6 +12,8 @@
 //! - [`kill`]: resolve → candidates (tags ∪ cgroup ∪ /proc) → verify → signal → doom →
 //!   wait/escalate → report
 //! - [`forensics`]: `ps`, the journal, `log`, `status`
+//! - [`job`]: `run` as a job: the command under tracking, its tree stopped when it exits or
+//!   its time runs out
 //! - [`config`]: the host's declared services (`/etc/bpfkill/config.toml`, `conf.d/`)
 //! - [`daemon`]: the long-running service: applies the config's rules, adopts running
 //!   matches, consumes the kernel's events, reloads on SIGHUP
@@ -23,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod forensics;
+pub mod job;
 pub mod kill;
 pub mod lineage;
 pub mod sys;

@@ -36,6 +36,14 @@
 //! - `pause --quiet` prints nothing.
 //! - `exit-codes`: forks a child that exits with code 3 (and reaps it), then one that
 //!   pauses: `ready main=PID exited=PID victim=PID`.
+//! - `leaky [--exit N] [--ignore-term] [--children K]`: a job that leaks the three daemons
+//!   wrappers lose: a double-forked grandchild in a new session (renamed `leak-daemon`), a
+//!   setsid'd child, and a child that re-execs `forker pause --quiet` with an empty
+//!   environment (`env -i`); with `--ignore-term` they all ignore SIGTERM. Prints
+//!   `ready main=PID double=PID setsid=PID envi=PID`, then exits with N (without `--exit`,
+//!   pauses; `--children K` also forks K plain children that pause).
+//! - `request SOCKET LINE...`: connects to the unix socket, sends each LINE, prints each
+//!   answer line (a raw client of the daemon's socket, for requests bpfkill never makes).
 //! - `churn N`: forks N children that exit at once (reaping each), then prints
 //!   `ready pid=PID` and pauses.
 //!
@@ -88,16 +96,15 @@ fn flag_value(args: &[String], flag: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-fn double_fork(args: &[String]) -> ! {
-    let setsid = args.iter().any(|a| a == "--setsid");
-    let setpgid = args.iter().any(|a| a == "--setpgid");
-    let name = flag_value(args, "--rename");
+/// Forks a child that (after setsid, or setpgid into a group of its own, when asked) forks a
+/// grandchild and exits; the grandchild (renamed when asked) pauses, reparented to init.
+/// Returns the grandchild's PID once it runs.
+fn double_fork_grandchild(setsid: bool, setpgid: bool, name: Option<&str>) -> u32 {
     let mut fds = [0; 2];
     // SAFETY: fds has room for two descriptors.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
         die("pipe");
     }
-    let main_pid = std::process::id();
     let child = fork();
     if child == 0 {
         if setsid {
@@ -108,9 +115,8 @@ fn double_fork(args: &[String]) -> ! {
         if setpgid && unsafe { libc::setpgid(0, 0) } != 0 {
             die("setpgid");
         }
-        let grandchild = fork();
-        if grandchild == 0 {
-            if let Some(n) = &name {
+        if fork() == 0 {
+            if let Some(n) = name {
                 rename(n);
             }
             let me = std::process::id().to_ne_bytes();
@@ -129,11 +135,84 @@ fn double_fork(args: &[String]) -> ! {
     if unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), 4) } != 4 {
         die("read grandchild pid");
     }
-    say(&format!(
-        "ready main={main_pid} escapee={}",
-        u32::from_ne_bytes(buf)
-    ));
+    u32::from_ne_bytes(buf)
+}
+
+fn double_fork(args: &[String]) -> ! {
+    let setsid = args.iter().any(|a| a == "--setsid");
+    let setpgid = args.iter().any(|a| a == "--setpgid");
+    let name = flag_value(args, "--rename");
+    let escapee = double_fork_grandchild(setsid, setpgid, name.as_deref());
+    say(&format!("ready main={} escapee={escapee}", std::process::id()));
     pause_forever()
+}
+
+fn leaky(args: &[String]) -> ! {
+    if args.iter().any(|a| a == "--ignore-term") {
+        // SAFETY: installs SIG_IGN for SIGTERM (inherited by every child, kept across exec).
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    }
+    let double = double_fork_grandchild(true, false, Some("leak-daemon"));
+    let setsid = fork();
+    if setsid == 0 {
+        // SAFETY: no preconditions.
+        unsafe { libc::setsid() };
+        pause_forever();
+    }
+    let exe = CString::new(
+        std::env::current_exe()
+            .unwrap_or_else(|_| die("current_exe"))
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap_or_else(|_| die("exe path"));
+    let argv: Vec<CString> = ["forker", "pause", "--quiet"]
+        .iter()
+        .map(|a| CString::new(*a).expect("no NUL"))
+        .collect();
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let envi = fork();
+    if envi == 0 {
+        // SAFETY: NUL-terminated argv and an empty environment, both live until exec.
+        unsafe { libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), envp.as_ptr()) };
+        die("execve");
+    }
+    let children: usize = flag_value(args, "--children")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..children {
+        if fork() == 0 {
+            pause_forever();
+        }
+    }
+    say(&format!(
+        "ready main={} double={double} setsid={setsid} envi={envi}",
+        std::process::id()
+    ));
+    match flag_value(args, "--exit").and_then(|n| n.parse::<i32>().ok()) {
+        Some(code) => std::process::exit(code),
+        None => pause_forever(),
+    }
+}
+
+fn request(args: &[String]) -> ! {
+    let Some((path, lines)) = args.split_first() else {
+        die("request SOCKET LINE...")
+    };
+    let stream = std::os::unix::net::UnixStream::connect(path).unwrap_or_else(|_| die("connect"));
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap_or_else(|_| die("clone")));
+    let mut writer = stream;
+    for line in lines.iter().filter(|l| !l.starts_with("--")) {
+        writeln!(writer, "{line}").unwrap_or_else(|_| die("write"));
+        let mut answer = String::new();
+        if reader.read_line(&mut answer).unwrap_or(0) == 0 {
+            die("the daemon closed the connection");
+        }
+        print!("{answer}");
+    }
+    std::process::exit(0)
 }
 
 fn threads(args: &[String]) -> ! {
@@ -518,6 +597,8 @@ fn main() {
     };
     match mode.as_str() {
         "double-fork" => double_fork(rest),
+        "leaky" => leaky(rest),
+        "request" => request(rest),
         "threads" => threads(rest),
         "forker" => forker(),
         "fork-loop" => fork_loop(),

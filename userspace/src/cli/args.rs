@@ -1,7 +1,7 @@
 //! The command line's definition (clap): the bare kill form, its options, and one variant per
 //! command. Parsing helpers for values clap does not know live here too.
 
-use std::{ffi::OsString, path::PathBuf};
+use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use bpfkill::{
     kill::{
@@ -149,6 +149,68 @@ impl KillArgs {
     }
 }
 
+/// The daemon's socket for ordinary users.
+#[derive(Debug, Args)]
+pub struct SocketArgs {
+    /// Where ordinary users reach the daemon (default /run/bpfkill/bpfkill.sock for the default
+    /// pin directory, one named after the pin directory otherwise).
+    #[arg(long, value_name = "PATH", env = "BPFKILL_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Only members of this group may use the socket (mode 0660); every local user may
+    /// otherwise (every request is checked against the caller's credentials).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// No socket: only root uses bpfkill.
+    #[arg(long, conflicts_with_all = ["socket", "socket_group"])]
+    pub no_socket: bool,
+}
+
+/// `bpfkill run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Service name. Required to exec a service; a job without it gets a unique
+    /// `job-PID-TICKS` (`-v` prints it).
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Job: when COMMAND exits, stop everything it spawned (--signal, then SIGKILL after
+    /// --grace), however it left (double fork, setsid, env -i, rename); exit with COMMAND's
+    /// status (128+N when signal N killed it).
+    #[arg(long, conflicts_with = "keep_running")]
+    pub kill_on_exit: bool,
+    /// Job: when COMMAND exits, list on stderr what it left running and signal nothing (the
+    /// service stays registered with them): a leak check for test suites.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Job: stop the whole tree after this long (90s, 30m, 1h); exit status 124, as
+    /// timeout(1).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub time_limit: Option<Duration>,
+    /// Job: the wait between the signal and SIGKILL when the tree is stopped [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub grace: Option<Duration>,
+    /// Job: the signal that stops the tree [default: SIGTERM].
+    #[arg(short = 's', long = "signal", value_name = "SIGNAL", value_parser = parse_signal)]
+    pub signal: Option<Signal>,
+    /// Job: refuse to run untracked (tracking not loaded, or not allowed) instead of running
+    /// COMMAND with a warning that nothing will be cleaned up.
+    #[arg(long)]
+    pub require_tracking: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+impl RunArgs {
+    /// True for a job (bpfkill stays COMMAND's parent).
+    pub fn is_job(&self) -> bool {
+        self.kill_on_exit || self.keep_running || self.time_limit.is_some()
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    schedule::parse_duration(s).map_err(|e| e.to_string())
+}
+
 /// Options of a fresh load.
 #[derive(Debug, Args, Clone)]
 pub struct LoadArgs {
@@ -207,15 +269,9 @@ impl LoadArgs {
 pub enum Command {
     /// Signal every live process of a service (same as the bare form).
     Kill(KillArgs),
-    /// Register a service, tag this process as its main process, and exec COMMAND.
-    Run {
-        /// Service name.
-        #[arg(long, value_name = "NAME")]
-        service: String,
-        /// The command and its arguments.
-        #[arg(last = true, required = true, value_name = "COMMAND")]
-        command: Vec<OsString>,
-    },
+    /// Run COMMAND as a service: exec it as the service's main process, or, as a job
+    /// (--kill-on-exit, --keep-running, --time-limit), stay its parent and clean up after it.
+    Run(RunArgs),
     /// Adopt a running process and its current descendants into a service.
     Track {
         /// Service name.
@@ -285,6 +341,8 @@ pub enum Command {
         /// (`9091`), or give an address (`0.0.0.0:9091`). Off unless given.
         #[arg(long, value_name = "ADDR", value_parser = bpfkill::daemon::parse_metrics_addr)]
         metrics: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        socket: SocketArgs,
     },
     /// Validate a configuration (default /etc/bpfkill/config.toml and its conf.d) without
     /// loading anything.

@@ -5,7 +5,7 @@ use std::path::Path;
 use bpfkill::{config, daemon, forensics::journal::JournalConfig, tracking::PinPaths};
 
 use super::{
-    args::{JournalArgs, LoadArgs},
+    args::{JournalArgs, LoadArgs, SocketArgs},
     exit,
 };
 
@@ -16,6 +16,7 @@ pub fn run(
     (max_bytes, keep, no_journal): (u64, usize, bool),
     config_path: Option<&Path>,
     metrics: Option<std::net::SocketAddr>,
+    socket: SocketArgs,
 ) -> anyhow::Result<u8> {
     let opts = daemon::Options {
         config: config::main_path(config_path),
@@ -26,6 +27,12 @@ pub fn run(
             keep,
         }),
         metrics,
+        socket: daemon::SocketOptions {
+            path: socket.socket,
+            group: socket.socket_group,
+            off: socket.no_socket,
+        },
+        exit_code: exit::of_verdict,
     };
     daemon::run(paths, &opts)?;
     Ok(exit::OK)

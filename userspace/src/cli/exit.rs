@@ -65,7 +65,9 @@ pub fn of_error(e: &Error) -> u8 {
         | Error::ServiceNotFound { .. }
         | Error::NoSuchProcess(_)
         | Error::NotTracked(_) => NOTHING_MATCHED,
-        Error::Permission(_) => NO_PERMISSION,
+        Error::Permission(_) | Error::Forbidden(_) => NO_PERMISSION,
+        Error::NothingMatched(_) => NOTHING_MATCHED,
+        Error::Remote(_) => SOFTWARE,
         Error::Exec { source, .. } if source.kind() == std::io::ErrorKind::NotFound => NOT_FOUND,
         Error::Exec { .. } => CANNOT_EXECUTE,
         Error::Unsupported(_)

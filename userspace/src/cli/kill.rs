@@ -4,6 +4,7 @@ use std::io::Write;
 
 use bpfkill::{
     config::{self, Config},
+    job::protocol::Request,
     kill::{
         self,
         resolve::{Discovery, Target},
@@ -16,7 +17,7 @@ use bpfkill::{
     Error,
 };
 
-use super::{args::KillArgs, exit};
+use super::{args::KillArgs, exit, through_daemon};
 
 /// The configuration, for a kill: a broken one is said on stderr but never blocks a kill.
 fn configured(name: &str) -> Option<config::ServiceConfig> {
@@ -61,8 +62,13 @@ pub fn run(paths: &PinPaths, args: &KillArgs, out: &mut impl Write) -> anyhow::R
             pidfile: service_config.as_ref().and_then(|c| c.pidfile.clone()),
             unit: service_config.as_ref().and_then(|c| c.unit.clone()),
         },
+        for_user: None,
     };
-    let mut tracking = Tracking::open(paths)?;
+    let mut tracking = match Tracking::open(paths) {
+        Ok(t) => t,
+        Err(Error::Permission(why)) => return through_daemon_kill(paths, args, &request, why, out),
+        Err(e) => return Err(e.into()),
+    };
     let report = kill::kill(&mut tracking, &request)?;
     if let Some(found) = &report.found {
         eprintln!("bpfkill: {}", escape(found));
@@ -74,4 +80,41 @@ pub fn run(paths: &PinPaths, args: &KillArgs, out: &mut impl Write) -> anyhow::R
         report.write_human(out)?;
     }
     Ok(code)
+}
+
+/// An ordinary user's kill of one of its jobs, through the daemon: a signal, and with
+/// `--timeout` a SIGKILL of the survivors after it.
+fn through_daemon_kill(
+    paths: &PinPaths,
+    args: &KillArgs,
+    request: &KillRequest,
+    why: String,
+    out: &mut impl Write,
+) -> anyhow::Result<u8> {
+    let Target::Service(service) = &request.target else {
+        return Err(Error::Forbidden(format!(
+            "{why}: permission denied (an ordinary user signals only its own jobs, by --service NAME)"
+        ))
+        .into());
+    };
+    if args.retry.is_some() || args.wait || args.dry_run || args.cgroup.is_some() {
+        return Err(
+            Error::Usage("through the daemon a kill takes -s SIGNAL and --timeout only".into()).into(),
+        );
+    }
+    let timeout_ms = args
+        .timeout
+        .as_deref()
+        .map(bpfkill::kill::schedule::parse_duration)
+        .transpose()?
+        .map(|d| d.as_millis() as u64);
+    let req = Request::Kill {
+        service: service.clone(),
+        signal: args.signal.unwrap_or(Signal::TERM).number(),
+        timeout_ms,
+        json: args.json,
+    };
+    let resp = through_daemon(paths, &req, why)?;
+    out.write_all(resp.output.as_bytes())?;
+    Ok(resp.verdict.map_or(exit::OK, exit::of_verdict))
 }

@@ -52,7 +52,7 @@ pub fn main() -> anyhow::Result<u8> {
     match cli.command {
         None => kill::run(&paths, &cli.kill, &mut stdout),
         Some(Command::Kill(args)) => kill::run(&paths, &args, &mut stdout),
-        Some(Command::Run { service, command }) => run::run(&paths, &service, &command),
+        Some(Command::Run(args)) => run::run(&paths, &args, cli.verbose),
         Some(Command::Track {
             service,
             pid,
@@ -74,6 +74,7 @@ pub fn main() -> anyhow::Result<u8> {
             no_journal,
             config,
             metrics,
+            socket,
         }) => daemon::run(
             &paths,
             &load,
@@ -81,6 +82,7 @@ pub fn main() -> anyhow::Result<u8> {
             (journal_max_size, journal_keep, no_journal),
             config.as_deref(),
             metrics,
+            socket,
         ),
         Some(Command::CheckConfig { path }) => service::check(path.as_deref(), &mut stdout),
         Some(Command::Reload) => service::reload(&paths, &mut stdout),
@@ -143,4 +145,17 @@ fn init_logging(verbose: u8, daemon: bool, format: LogFormat) {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
     };
+}
+
+/// Sends an ordinary user's request to the daemon: the answer, or `Error::Permission(why)`
+/// (the reason this user cannot act directly) when no daemon serves the socket.
+fn through_daemon(
+    paths: &PinPaths,
+    req: &bpfkill::job::protocol::Request,
+    why: String,
+) -> anyhow::Result<bpfkill::job::protocol::Response> {
+    let Some(mut client) = bpfkill::job::protocol::Client::connect(paths)? else {
+        return Err(bpfkill::Error::Permission(why).into());
+    };
+    Ok(client.call(req)?.into_result()?)
 }

@@ -4,11 +4,13 @@ use std::io::{BufWriter, IsTerminal, Write};
 
 use bpfkill::{
     forensics::ps::{self, render},
+    job::protocol::Request,
     lineage::registry,
     tracking::{PinPaths, Tracking},
+    Error,
 };
 
-use super::exit;
+use super::{exit, through_daemon};
 
 pub fn run(
     paths: &PinPaths,
@@ -19,7 +21,20 @@ pub fn run(
     json: bool,
     stdout: &mut impl Write,
 ) -> anyhow::Result<u8> {
-    let tracking = Tracking::open(paths)?;
+    let tracking = match Tracking::open(paths) {
+        Ok(t) => t,
+        Err(Error::Permission(why)) => {
+            // An ordinary user: its own jobs, through the daemon.
+            let req = Request::Ps {
+                service: service.map(str::to_string),
+                json,
+            };
+            let resp = through_daemon(paths, &req, why)?;
+            stdout.write_all(resp.output.as_bytes())?;
+            return Ok(exit::OK);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let query = ps::Query {
         service,
         escaped_only: escaped,

@@ -8,6 +8,7 @@
 
 mod metrics;
 pub mod rules;
+mod socket;
 mod state;
 
 use std::{
@@ -26,7 +27,7 @@ use tokio::{
     signal::unix::{self, SignalKind},
 };
 
-pub use self::metrics::parse_addr as parse_metrics_addr;
+pub use self::{metrics::parse_addr as parse_metrics_addr, socket::SocketOptions};
 use self::{rules::Applied, state::StateWriter};
 use crate::{
     config::Config,
@@ -52,6 +53,11 @@ pub struct Options {
     pub config: (PathBuf, bool),
     /// Where to serve Prometheus metrics (off when None).
     pub metrics: Option<SocketAddr>,
+    /// The socket for ordinary users.
+    pub socket: SocketOptions,
+    /// The exit code a kill's verdict gives (the CLI's mapping, for reports sent over the
+    /// socket).
+    pub exit_code: fn(crate::kill::report::Verdict) -> u8,
 }
 
 /// A service with no process left is forgotten only this long after it was registered, so
@@ -115,6 +121,10 @@ async fn serve(paths: &PinPaths, opts: &Options) -> Result<()> {
     if let Some(addr) = opts.metrics {
         let bound = metrics::serve(addr, paths.clone(), Arc::clone(&counters)).await?;
         tracing::info!("metrics: http://{bound}/metrics");
+    }
+    let _socket = socket::listen(paths, &opts.socket, opts.exit_code)?;
+    if let Some(s) = &_socket {
+        tracing::info!("socket for ordinary users: {}", s.path().display());
     }
     let mut d = Daemon {
         applied: Applied::default(),

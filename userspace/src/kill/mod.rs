@@ -48,6 +48,10 @@ pub struct KillRequest {
     pub dry_run: bool,
     /// Where to look for a service that is not registered.
     pub discovery: resolve::Discovery,
+    /// Made for this unprivileged user: only processes of that user are signalled (others
+    /// are reported protected), and a SIGKILL runs without doom mode (the kernel does not
+    /// check users).
+    pub for_user: Option<u32>,
 }
 
 /// Passes of a non-doom send before giving up on a service that forks faster than it is
@@ -79,7 +83,10 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
         Target::Process(_) => None,
     };
     let target = resolve::resolve_target(tracking, &req.target)?;
-    let guard = Guard::new();
+    let guard = match req.for_user {
+        Some(uid) => Guard::for_user(uid),
+        None => Guard::new(),
+    };
     let cgroup = resolve::dedicated_cgroup(&target, req.cgroup.as_deref(), &guard)?;
     if let Some(c) = &cgroup {
         tracing::info!("using {} cgroup {}", c.source, c.dir.display());
@@ -124,7 +131,9 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
     let kernel_kills_before = k.tracking.service_stats(service_id).kernel_kills;
     for step in &req.schedule.steps {
         match *step {
-            Step::Send(sig) if sig == Signal::KILL && k.sel.whom == Whom::All => k.doom_pass()?,
+            Step::Send(sig) if sig == Signal::KILL && k.sel.whom == Whom::All && req.for_user.is_none() => {
+                k.doom_pass()?
+            }
             Step::Send(sig) => k.send_pass(sig)?,
             Step::Wait(timeout) => {
                 k.live = wait_all(std::mem::take(&mut k.live), timeout);

@@ -86,7 +86,8 @@ impl ProcessResult {
 }
 
 /// How a kill ended, from which the CLI picks its exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// Every target was signalled (and is gone, when waiting was asked for).
     Done,

@@ -4,9 +4,9 @@
 use std::time::SystemTime;
 
 use bpfkill_common::{
-    service_flags,
+    service_flags, tag_flags,
     user::{c_bytes, c_str},
-    ServiceRecord, MAX_SERVICES, SERVICE_NAME_LEN,
+    ServiceRecord, Tag, MAX_SERVICES, SERVICE_NAME_LEN,
 };
 
 use crate::{
@@ -217,6 +217,21 @@ pub fn release_unused(tracking: &mut Tracking, ids: &[u32], grace: std::time::Du
         }
     }
     Ok(out)
+}
+
+/// A job's command (`pid`, tagged by the kernel as its starter's child: `tag`) becomes the
+/// main process of service `name`; its tag is marked main only while it still has one (a
+/// command that already exited keeps no tag).
+pub fn hand_main_to(tracking: &mut Tracking, name: &str, pid: u32, start_ns: u64, tag: Tag) -> Result<()> {
+    register(tracking, name, pid, start_ns)?;
+    tracking.update_tag(
+        pid,
+        &Tag {
+            flags: tag.flags | tag_flags::MAIN,
+            ..tag
+        },
+    )?;
+    Ok(())
 }
 
 /// A rule matched `pid` at exec: it becomes the main process of service `id` unless the

@@ -20,6 +20,8 @@ pub enum Protected {
     Myself,
     /// An ancestor of bpfkill (its shell, its supervisor, ...).
     Ancestor,
+    /// Another user's process, in a kill made for an unprivileged user.
+    OtherUser,
 }
 
 impl Protected {
@@ -30,6 +32,7 @@ impl Protected {
             Protected::KernelThread => "kernel threads are never signalled",
             Protected::Myself => "bpfkill never signals itself",
             Protected::Ancestor => "bpfkill never signals its own ancestors",
+            Protected::OtherUser => "another user's process: never signalled for this user",
         }
     }
 }
@@ -38,6 +41,8 @@ impl Protected {
 #[derive(Debug, Clone)]
 pub struct Guard {
     fixed: HashMap<u32, Protected>,
+    /// Signal only processes of this user (real or saved uid, as kill(2) checks).
+    owner: Option<u32>,
 }
 
 impl Default for Guard {
@@ -56,7 +61,16 @@ impl Guard {
         for pid in procs::ancestors(me) {
             fixed.entry(pid).or_insert(Protected::Ancestor);
         }
-        Self { fixed }
+        Self { fixed, owner: None }
+    }
+
+    /// The same rails, and only processes of user `uid` (as kill(2) would allow that user):
+    /// a kill made on an unprivileged user's behalf.
+    pub fn for_user(uid: u32) -> Self {
+        Self {
+            owner: Some(uid),
+            ..Self::new()
+        }
     }
 
     /// PID 1, bpfkill and its ancestors.
@@ -73,7 +87,16 @@ impl Guard {
             Some(s) => s.flags & PF_KTHREAD != 0 || s.ppid == 2 || pid == 2,
             None => pid == 2,
         };
-        is_kthread.then_some(Protected::KernelThread)
+        if is_kthread {
+            return Some(Protected::KernelThread);
+        }
+        match self.owner {
+            Some(uid) => match procs::uids(pid) {
+                Some((ruid, suid)) if ruid == uid || suid == uid => None,
+                _ => Some(Protected::OtherUser),
+            },
+            None => None,
+        }
     }
 }
 

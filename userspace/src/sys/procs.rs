@@ -26,6 +26,13 @@ pub fn comm(pid: u32) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// The real and saved user ids of a process (the ids kill(2) compares with the sender's), or
+/// None when it does not exist.
+pub fn uids(pid: u32) -> Option<(u32, u32)> {
+    let status = Process::new(i32::try_from(pid).ok()?).ok()?.status().ok()?;
+    Some((status.ruid, status.suid))
+}
+
 /// True when the process has exited, though it still has a /proc entry: a zombie with no
 /// live thread. (A leader that exited before its other threads shows `Z` too, but its process
 /// lives on in them.)

@@ -163,6 +163,19 @@ impl Tracking {
             .map_err(|e| Error::map(format!("tag process {pid}"), e))
     }
 
+    /// Rewrites the tag of `pid` only if it still has one: false when the kernel removed it
+    /// meanwhile (the process exited), so a tag is never brought back for a dead process.
+    pub fn update_tag(&mut self, pid: u32, tag: &Tag) -> Result<bool> {
+        const BPF_EXIST: u64 = 2;
+        match self.tags.insert(pid, tag, BPF_EXIST) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(false)
+            }
+            Err(e) => Err(Error::map(format!("tag process {pid}"), e)),
+        }
+    }
+
     /// Removes the tag of `pid` (no error when it has none).
     pub fn remove_tag(&mut self, pid: u32) {
         let _ = self.tags.remove(&pid);

@@ -271,6 +271,25 @@ fn an_ordinary_user_sees_and_signals_only_its_own_jobs() {
     for pid in leaked {
         assert!(is_alive(pid), "another user's process was signalled");
     }
+    // Its owner reads their history (nobody may not).
+    let history = || {
+        let out = as_user(&inst, OTHER_USER, &["log", "--service", &theirs, "--json"])
+            .output()
+            .expect("log");
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        poll_until(GONE, || history()
+            .lines()
+            .any(|l| l.contains(r#""event":"fork""#))),
+        "the owner's log never showed the job's forks: {}",
+        history()
+    );
+    let out = as_user(&inst, NOBODY, &["log", "--service", &theirs])
+        .output()
+        .expect("log");
+    assert_eq!(code(&out), 77, "{}", text(&out));
     // Its owner lists and stops them.
     let out = as_user(&inst, OTHER_USER, &["ps", "--service", &theirs, "--json"])
         .output()
@@ -347,5 +366,33 @@ fn the_daemon_tags_and_signals_nothing_a_user_does_not_own() {
         inst.ps_pids(&root_service),
         vec![victim],
         "a root process changed service"
+    );
+}
+
+#[test]
+fn a_job_gets_a_cgroup_of_its_own_where_cgroup_v2_is_mounted() {
+    require_privileges!();
+    let Some(v2) = or_skip(v2_hierarchy()) else { return };
+    let inst = Instance::loaded();
+    let service = unique("cgjob");
+    let out = inst.run([
+        "run",
+        "--kill-on-exit",
+        "--service",
+        &service,
+        "--",
+        "cat",
+        "/proc/self/cgroup",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .expect("a cgroup v2 line");
+    assert!(line.ends_with(&format!("/bpfkill.jobs/{service}")), "{line}");
+    assert!(
+        !v2.join("bpfkill.jobs").join(&service).exists(),
+        "the job's cgroup was left behind"
     );
 }

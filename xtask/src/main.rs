@@ -61,7 +61,7 @@ enum Task {
         #[arg(long = "kernel", value_name = "KERNEL")]
         kernels: Vec<String>,
         /// Time limit for each VM.
-        #[arg(long, default_value = "35m", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "45m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
         /// Use KVM instead of TCG emulation (KVM hangs on some hosts).
         #[arg(long)]

@@ -165,6 +165,28 @@ pub struct SocketArgs {
     pub no_socket: bool,
 }
 
+/// `bpfkill log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Only this service.
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Only events of this process.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only events since then: a duration back from now (1h, 30min) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// One JSON object per line (fields are stable; see README).
+    #[arg(long)]
+    pub json: bool,
+    /// Keep printing new events as they are written.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    #[command(flatten)]
+    pub journal: JournalArgs,
+}
+
 /// `bpfkill run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -375,25 +397,7 @@ pub enum Command {
     },
     /// Show the history of tracked processes (fork, exec, exit; exited ones included) from the
     /// journal the daemon writes.
-    Log {
-        /// Only this service.
-        #[arg(long, value_name = "NAME")]
-        service: Option<String>,
-        /// Only events of this process.
-        #[arg(long, value_name = "PID")]
-        pid: Option<u32>,
-        /// Only events since then: a duration back from now (1h, 30min) or an RFC 3339 time.
-        #[arg(long, value_name = "WHEN")]
-        since: Option<String>,
-        /// One JSON object per line (fields are stable; see README).
-        #[arg(long)]
-        json: bool,
-        /// Keep printing new events as they are written.
-        #[arg(long, short = 'f')]
-        follow: bool,
-        #[command(flatten)]
-        journal: JournalArgs,
-    },
+    Log(LogArgs),
     /// Load and pin tracking, then exit (tracking stays live).
     Load(LoadArgs),
     /// Detach the programs and remove every pin.

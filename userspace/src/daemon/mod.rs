@@ -122,7 +122,12 @@ async fn serve(paths: &PinPaths, opts: &Options) -> Result<()> {
         let bound = metrics::serve(addr, paths.clone(), Arc::clone(&counters)).await?;
         tracing::info!("metrics: http://{bound}/metrics");
     }
-    let _socket = socket::listen(paths, &opts.socket, opts.exit_code)?;
+    let _socket = socket::listen(
+        paths,
+        &opts.socket,
+        opts.exit_code,
+        opts.journal.as_ref().map(|j| j.dir.as_path()),
+    )?;
     if let Some(s) = &_socket {
         tracing::info!("socket for ordinary users: {}", s.path().display());
     }

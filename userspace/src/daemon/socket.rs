@@ -48,6 +48,7 @@ struct Shared {
     paths: PinPaths,
     owners: Owners,
     exit_code: fn(Verdict) -> u8,
+    journal: Option<PathBuf>,
 }
 
 /// The listening socket; its file is removed when this is dropped.
@@ -73,6 +74,7 @@ pub fn listen(
     paths: &PinPaths,
     opts: &SocketOptions,
     exit_code: fn(Verdict) -> u8,
+    journal: Option<&Path>,
 ) -> Result<Option<Listening>> {
     if opts.off {
         return Ok(None);
@@ -109,6 +111,7 @@ pub fn listen(
         paths: paths.clone(),
         owners: Owners::default(),
         exit_code,
+        journal: journal.map(Path::to_path_buf),
     });
     tokio::spawn(async move {
         loop {
@@ -200,6 +203,7 @@ fn served(shared: &Shared) -> Served<'_> {
         paths: &shared.paths,
         owners: &shared.owners,
         exit_code: shared.exit_code,
+        journal: shared.journal.as_deref(),
     }
 }
 
@@ -230,6 +234,9 @@ fn handle(shared: &Shared, caller: &Caller, job: Option<String>, req: Request) -
             .and_then(|s| served.end_job(caller, name, s.map(|s| (s, Duration::from_millis(grace_ms)))))
             .map(|r| return_with(r, None)),
         (Request::JobStarted { .. } | Request::EndJob { .. }, None) => Err(no_job()),
+        (Request::Log { service, since, json }, _) => served
+            .log(caller, service.as_deref(), since.as_deref(), json)
+            .map(|r| return_with(r, job.clone())),
         (Request::Ps { service, json }, _) => served
             .ps(caller, service.as_deref(), json)
             .map(|r| return_with(r, job.clone())),

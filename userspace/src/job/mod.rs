@@ -17,7 +17,10 @@ mod signals;
 
 use std::{
     ffi::OsString,
-    os::unix::process::ExitStatusExt,
+    os::{
+        fd::AsRawFd,
+        unix::process::{CommandExt, ExitStatusExt},
+    },
     process::{Child, Command, ExitStatus},
     time::Duration,
 };
@@ -40,7 +43,7 @@ use crate::{
         KillRequest,
     },
     lineage::registry,
-    sys::{clock, procs, signal::Signal},
+    sys::{cgroup::JobCgroup, clock, procs, signal::Signal},
     tracking::{PinPaths, Tracking},
 };
 
@@ -119,7 +122,8 @@ impl JobOutcome {
 /// Where a job is tracked: in the pinned maps (root), through the daemon (an ordinary
 /// user), or nowhere (nothing will be cleaned up).
 enum Backend {
-    Local(Box<Tracking>),
+    /// The maps, and the job's cgroup once it has one.
+    Local(Box<Tracking>, Option<JobCgroup>),
     Daemon(Client),
     Untracked,
 }
@@ -140,7 +144,7 @@ pub fn run(paths: &PinPaths, argv: &[OsString], opts: &JobOptions) -> Result<Job
     let mut cmd = Command::new(program);
     cmd.args(args);
     let mut backend = match Tracking::open(paths) {
-        Ok(t) => Backend::Local(Box::new(t)),
+        Ok(t) => Backend::Local(Box::new(t), None),
         Err(Error::Permission(_)) => match Client::connect(paths)? {
             Some(c) => Backend::Daemon(c),
             None => untracked(
@@ -161,8 +165,10 @@ pub fn run(paths: &PinPaths, argv: &[OsString], opts: &JobOptions) -> Result<Job
     let mut ended: Option<End> = None;
     let (status, timed_out) = supervisor.wait(child, opts, |why| {
         match (&mut backend, &name) {
-            (Backend::Local(t), Some(n)) => {
-                let cleanup = stop_tree(t, n, opts, why)?.as_ref().map(Cleanup::from);
+            (Backend::Local(t, cg), Some(n)) => {
+                let cleanup = stop_tree(t, n, cg.as_ref(), opts, why)?
+                    .as_ref()
+                    .map(Cleanup::from);
                 ended = Some(End {
                     cleanup,
                     leftovers: 0,
@@ -176,9 +182,9 @@ pub fn run(paths: &PinPaths, argv: &[OsString], opts: &JobOptions) -> Result<Job
         Ok(())
     })?;
     let end = match (&mut backend, &name) {
-        (Backend::Local(t), Some(n)) => {
+        (Backend::Local(t, cg), Some(n)) => {
             let stop = (opts.kill_on_exit && !timed_out).then_some((opts.signal, opts.grace));
-            let mut end = local_end(t, paths, n, opts, stop)?;
+            let mut end = local_end(t, paths, n, cg.as_ref(), opts, stop)?;
             if let Some(e) = ended.take() {
                 end.cleanup = e.cleanup;
             }
@@ -231,11 +237,24 @@ impl Backend {
         program: &OsString,
     ) -> Result<(Child, Option<String>)> {
         match self {
-            Backend::Local(t) => {
+            Backend::Local(t, cgroup) => {
                 let name = match &opts.service {
                     Some(n) => n.clone(),
                     None => generated_name()?,
                 };
+                registry::validate_name(&name)?;
+                *cgroup = JobCgroup::create(&name);
+                if let Some(cg) = cgroup.as_ref() {
+                    let procs = cg.procs().as_raw_fd();
+                    // SAFETY: between fork and exec the child makes one write(2) (async-signal
+                    // safe) to an fd opened before the fork; a failure leaves it where it was.
+                    unsafe {
+                        cmd.pre_exec(move || {
+                            libc::write(procs, b"0".as_ptr().cast(), 1);
+                            Ok(())
+                        });
+                    }
+                }
                 Ok((start(t, &name, cmd, program)?, Some(name)))
             }
             Backend::Daemon(c) => {
@@ -292,11 +311,12 @@ fn local_end(
     tracking: &mut Tracking,
     paths: &PinPaths,
     name: &str,
+    cgroup: Option<&JobCgroup>,
     opts: &JobOptions,
     stop: Option<(Signal, Duration)>,
 ) -> Result<End> {
     let cleanup = match stop {
-        Some(_) => stop_tree(tracking, name, opts, "the command exited")?
+        Some(_) => stop_tree(tracking, name, cgroup, opts, "the command exited")?
             .as_ref()
             .map(Cleanup::from),
         None => None,
@@ -456,6 +476,7 @@ impl Supervisor {
 fn stop_tree(
     tracking: &mut Tracking,
     name: &str,
+    cgroup: Option<&JobCgroup>,
     opts: &JobOptions,
     why: &str,
 ) -> Result<Option<KillReport>> {
@@ -470,7 +491,8 @@ fn stop_tree(
     let request = KillRequest {
         target: Target::Service(name.to_string()),
         whom: Whom::All,
-        cgroup: None,
+        // Evidence beside the tags: the job's own cgroup, which only it joined.
+        cgroup: cgroup.map(|c| c.dir().to_path_buf()),
         schedule: Schedule::timeout(opts.signal, opts.grace),
         dry_run: false,
         discovery: Discovery::default(),

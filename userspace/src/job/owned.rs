@@ -3,7 +3,7 @@
 //! that user's processes. Each call opens the pinned maps itself, so a long kill never holds
 //! up the daemon's event loop.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{collections::HashMap, path::Path, sync::Mutex, time::Duration};
 
 use bpfkill_common::{tag_flags, Tag};
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
@@ -11,7 +11,10 @@ use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use super::protocol::{Refusal, Response};
 use crate::{
     error::{Error, Result},
-    forensics::ps::{self, render},
+    forensics::{
+        journal, log,
+        ps::{self, render},
+    },
     kill::{
         self,
         candidates::Whom,
@@ -59,19 +62,34 @@ impl Caller {
     }
 }
 
-/// Which user owns which service (the services jobs created through the socket), in the
+/// Which user owns which service (the services jobs created through the socket) since when
+/// (wall-clock ns: the user sees no history of an earlier service of the same name), in the
 /// daemon's memory.
 #[derive(Debug, Default)]
-pub struct Owners(Mutex<HashMap<String, u32>>);
+pub struct Owners(Mutex<HashMap<String, (u32, u64)>>);
 
 impl Owners {
     fn owner(&self, service: &str) -> Option<u32> {
-        self.0.lock().ok()?.get(service).copied()
+        self.0.lock().ok()?.get(service).map(|(uid, _)| *uid)
+    }
+
+    fn since(&self, service: &str) -> u64 {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(service).map(|(_, since)| *since))
+            .unwrap_or(u64::MAX)
     }
 
     fn set(&self, service: &str, uid: u32) {
         if let Ok(mut m) = self.0.lock() {
-            m.insert(service.to_string(), uid);
+            // A job its owner restarts under the same name keeps its history; a name that
+            // passes to another user starts afresh.
+            let now = clock::epoch_ns(std::time::SystemTime::now());
+            let entry = m.entry(service.to_string()).or_insert((uid, now));
+            if entry.0 != uid {
+                *entry = (uid, now);
+            }
         }
     }
 
@@ -86,7 +104,7 @@ impl Owners {
             .lock()
             .map(|m| {
                 m.iter()
-                    .filter(|(_, u)| **u == uid)
+                    .filter(|(_, (u, _))| *u == uid)
                     .map(|(s, _)| s.clone())
                     .collect()
             })
@@ -114,6 +132,8 @@ pub struct Served<'a> {
     pub owners: &'a Owners,
     /// The exit code a kill verdict gives.
     pub exit_code: fn(Verdict) -> u8,
+    /// The daemon's journal directory (None: it writes none).
+    pub journal: Option<&'a Path>,
 }
 
 impl Served<'_> {
@@ -267,6 +287,46 @@ impl Served<'_> {
             render::write_table(&entries, false, &mut out)
         }
         .map_err(|e| Error::io("render the listing", e))?;
+        Ok(Response {
+            output: String::from_utf8_lossy(&out).into_owned(),
+            ..Response::default()
+        })
+    }
+
+    /// The journal's history of the caller's services (or one of them), each since the caller
+    /// owns it.
+    pub fn log(
+        &self,
+        caller: &Caller,
+        service: Option<&str>,
+        since: Option<&str>,
+        json: bool,
+    ) -> Result<Response> {
+        let Some(dir) = self.journal else {
+            return Err(Error::NoInput("the daemon writes no journal".into()));
+        };
+        let services = match service {
+            Some(s) => {
+                self.owners.check(s, caller.uid)?;
+                vec![s.to_string()]
+            }
+            None => self.owners.owned_by(caller.uid),
+        };
+        let asked = since.map(log::parse_since).transpose()?.unwrap_or(0);
+        let format = if json {
+            log::Format::Json
+        } else {
+            log::Format::Human
+        };
+        let mut out = Vec::new();
+        for s in services {
+            let filter = journal::Filter {
+                since_ns: Some(asked.max(self.owners.since(&s))),
+                service: Some(s),
+                pid: None,
+            };
+            log::show(dir, &filter, format, &mut out)?;
+        }
         Ok(Response {
             output: String::from_utf8_lossy(&out).into_owned(),
             ..Response::default()

@@ -79,6 +79,16 @@ pub enum Request {
         /// JSON instead of a table.
         json: bool,
     },
+    /// The journal's history of the caller's services (or one of them), each since the
+    /// caller owns it.
+    Log {
+        /// One service (all the caller owns when None).
+        service: Option<String>,
+        /// A duration back from now or an RFC 3339 time.
+        since: Option<String>,
+        /// JSON lines instead of text.
+        json: bool,
+    },
     /// Signal the caller's processes of one of its services.
     Kill {
         /// The service.

@@ -182,3 +182,49 @@ mod tests {
         }
     }
 }
+
+/// A cgroup v2 directory made for one job (`<v2 mount>/bpfkill.jobs/<service>`): the job's
+/// command moves itself in before it execs, so the job's kill has the cgroup as evidence
+/// beside the tags. Removed when dropped, if empty (what `--keep-running` leaves keeps it).
+#[derive(Debug)]
+pub struct JobCgroup {
+    dir: PathBuf,
+    procs: fs::File,
+}
+
+impl JobCgroup {
+    /// Makes the cgroup where cgroup v2 is mounted and writable; None otherwise.
+    pub fn create(service: &str) -> Option<Self> {
+        let dir = v2_mount()?.join("bpfkill.jobs").join(service);
+        match fs::create_dir_all(&dir)
+            .and_then(|()| fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs")))
+        {
+            Ok(procs) => Some(Self { dir, procs }),
+            Err(e) => {
+                tracing::debug!("no cgroup for the job ({}: {e})", dir.display());
+                let _ = fs::remove_dir(&dir);
+                None
+            }
+        }
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Its `cgroup.procs`, open for writing: a child writes `0` to it to move itself in
+    /// (one write, safe between fork and exec).
+    pub fn procs(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.procs.as_fd()
+    }
+}
+
+impl Drop for JobCgroup {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir(&self.dir) {
+            tracing::debug!("cgroup {} stays: {e}", self.dir.display());
+        }
+    }
+}

@@ -335,7 +335,7 @@ impl Daemon {
         }
         self.watch.set(&applied.watched_dirs());
         self.applied = applied;
-        self.names.0.clear();
+        self.names.clear();
         Ok(())
     }
 
@@ -391,7 +391,9 @@ impl Daemon {
         let mut writer = writer;
         for (id, name) in &outcome.forgotten {
             tracing::info!("{name}: no process left; forgotten (its history stays in the journal)");
-            self.names.0.remove(id);
+            // Exits of its last processes may still be in the ring buffer behind this tick:
+            // they keep its name until the id is registered again.
+            self.names.forgotten(*id);
             if let Some(w) = writer.as_deref_mut() {
                 let mut rec = Record::new("forget", SystemTime::now());
                 rec.service = name.clone();
@@ -444,22 +446,42 @@ fn record_of(ev: &TrackedEvent, service: &str) -> Record {
 }
 
 /// Service names by id, looked up once each (a miss is retried: the service may have been
-/// registered after the last lookup).
+/// registered after the last lookup). A forgotten service keeps its name for the late events
+/// of its last processes.
 #[derive(Default)]
-struct Names(HashMap<u32, String>);
+struct Names {
+    /// Service id → name.
+    known: HashMap<u32, String>,
+    /// Ids of services forgotten since: their cached names hold until the registry gives the
+    /// id to another service.
+    forgotten: BTreeSet<u32>,
+}
 
 impl Names {
     fn get(&mut self, tracking: &Tracking, id: u32) -> String {
-        if let Some(n) = self.0.get(&id) {
-            return n.clone();
+        if let Some(n) = self.known.get(&id) {
+            if !self.forgotten.contains(&id) {
+                return n.clone();
+            }
         }
         match registry::list(tracking).into_iter().find(|s| s.id == id) {
             Some(s) => {
-                self.0.insert(id, s.name.clone());
+                self.forgotten.remove(&id);
+                self.known.insert(id, s.name.clone());
                 s.name
             }
-            None => format!("#{id}"),
+            // A late event of a forgotten service.
+            None => self.known.get(&id).cloned().unwrap_or_else(|| format!("#{id}")),
         }
+    }
+
+    fn forgotten(&mut self, id: u32) {
+        self.forgotten.insert(id);
+    }
+
+    fn clear(&mut self) {
+        self.known.clear();
+        self.forgotten.clear();
     }
 }
 

@@ -254,8 +254,30 @@ impl Instance {
     }
 }
 
+impl Instance {
+    /// The socket its daemon listens on for ordinary users (named after the pin directory).
+    pub fn socket_path(&self) -> PathBuf {
+        let name: String = self
+            .pin_dir
+            .to_string_lossy()
+            .trim_start_matches('/')
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        PathBuf::from(format!("/run/bpfkill/{name}.sock"))
+    }
+}
+
 impl Drop for Instance {
     fn drop(&mut self) {
+        // A daemon killed by the test leaves its socket file.
+        let _ = std::fs::remove_file(self.socket_path());
         let _ = std::fs::remove_dir_all(&self.journal_dir);
         if let Some(dir) = self.config.parent() {
             let _ = std::fs::remove_dir_all(dir);

@@ -318,19 +318,7 @@ fn the_daemon_tags_and_signals_nothing_a_user_does_not_own() {
     let root_service = unique("rootsvc");
     let root_tree = inst.run_service(&root_service, &["forker"]);
     let victim = root_tree.pid("pid");
-    let socket = format!(
-        "/run/bpfkill/{}.sock",
-        inst.pin_dir
-            .to_string_lossy()
-            .trim_start_matches('/')
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            })
-            .collect::<String>()
-    );
+    let socket = inst.socket_path();
     // A raw client as nobody: starts a job, then claims a root process as its command, then
     // asks to signal a root service and to list it.
     let mut cmd = std::process::Command::new(forker_bin());

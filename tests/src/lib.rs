@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio},
     sync::{
         atomic::{AtomicU32, Ordering},
@@ -88,6 +88,8 @@ pub struct Instance {
     /// Its main configuration file (`$BPFKILL_CONFIG`; empty unless a test writes it, so the
     /// host's /etc/bpfkill never leaks in), with `conf.d/` beside it. Removed on drop.
     pub config: PathBuf,
+    /// Its daemon's socket for ordinary users (removed on drop).
+    socket: PathBuf,
     bin: PathBuf,
 }
 
@@ -115,6 +117,7 @@ impl Instance {
         Self {
             pin_dir: self.pin_dir.with_file_name(format!("v{abi}")),
             journal_dir: self.journal_dir.clone(),
+            socket: self.socket.clone(),
             config: self.config.clone(),
             bin,
         }
@@ -134,6 +137,7 @@ impl Instance {
             pin_dir,
             journal_dir: std::env::temp_dir().join(format!("{name}-journal")),
             config,
+            socket: PathBuf::from(format!("/run/bpfkill/{name}.sock")),
             bin,
         }
     }
@@ -155,7 +159,8 @@ impl Instance {
         let mut c = Command::new(&self.bin);
         c.env("BPFKILL_PIN_DIR", &self.pin_dir)
             .env("BPFKILL_JOURNAL_DIR", &self.journal_dir)
-            .env("BPFKILL_CONFIG", &self.config);
+            .env("BPFKILL_CONFIG", &self.config)
+            .env("BPFKILL_SOCKET", &self.socket);
         c
     }
 
@@ -255,29 +260,17 @@ impl Instance {
 }
 
 impl Instance {
-    /// The socket its daemon listens on for ordinary users (named after the pin directory).
-    pub fn socket_path(&self) -> PathBuf {
-        let name: String = self
-            .pin_dir
-            .to_string_lossy()
-            .trim_start_matches('/')
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        PathBuf::from(format!("/run/bpfkill/{name}.sock"))
+    /// The socket its daemon listens on for ordinary users (`$BPFKILL_SOCKET` of its
+    /// commands).
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
     }
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
         // A daemon killed by the test leaves its socket file.
-        let _ = std::fs::remove_file(self.socket_path());
+        let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_dir_all(&self.journal_dir);
         if let Some(dir) = self.config.parent() {
             let _ = std::fs::remove_dir_all(dir);

@@ -328,7 +328,7 @@ fn the_daemon_tags_and_signals_nothing_a_user_does_not_own() {
     }
     let out = cmd
         .arg("request")
-        .arg(&socket)
+        .arg(socket)
         .arg(r#"{"op":"start-job","service":null}"#)
         .arg(format!(r#"{{"op":"job-started","pid":{victim}}}"#))
         .arg(format!(

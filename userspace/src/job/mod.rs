@@ -183,7 +183,7 @@ pub fn run(paths: &PinPaths, argv: &[OsString], opts: &JobOptions) -> Result<Job
     })?;
     let end = match (&mut backend, &name) {
         (Backend::Local(t, cg), Some(n)) => {
-            let stop = (opts.kill_on_exit && !timed_out).then_some((opts.signal, opts.grace));
+            let stop = opts.kill_on_exit && !timed_out;
             let mut end = local_end(t, paths, n, cg.as_ref(), opts, stop)?;
             if let Some(e) = ended.take() {
                 end.cleanup = e.cleanup;
@@ -305,7 +305,7 @@ impl Client {
     }
 }
 
-/// The end of a root job: the stop (when asked), what is left, the service forgotten when
+/// The end of a root job: the stop (`opts.signal`, SIGKILL after `opts.grace`) when `stop`, what is left, the service forgotten when
 /// nothing is.
 fn local_end(
     tracking: &mut Tracking,
@@ -313,13 +313,14 @@ fn local_end(
     name: &str,
     cgroup: Option<&JobCgroup>,
     opts: &JobOptions,
-    stop: Option<(Signal, Duration)>,
+    stop: bool,
 ) -> Result<End> {
-    let cleanup = match stop {
-        Some(_) => stop_tree(tracking, name, cgroup, opts, "the command exited")?
+    let cleanup = if stop {
+        stop_tree(tracking, name, cgroup, opts, "the command exited")?
             .as_ref()
-            .map(Cleanup::from),
-        None => None,
+            .map(Cleanup::from)
+    } else {
+        None
     };
     let left = leftovers(tracking, paths, name)?;
     let mut table = Vec::new();

@@ -1,7 +1,9 @@
 //! Loading: the embedded kernel object is loaded with the running kernel's layout, its
 //! tracking programs attached to their raw tracepoints and pinned (or the pins adopted when
 //! tracking is already live); the `ps` task iterators are pinned when the kernel has them; the
-//! doom program is attached for the duration of a kill only.
+//! doom program is loaded and pinned with them, and attached for the duration of a kill only.
+//!
+//! The kernel's BTF is parsed once per load (for the task iterators) and never by a kill.
 
 use std::fs;
 
@@ -108,6 +110,7 @@ fn attach(paths: &PinPaths, opts: &LoadOptions) -> Result<(LoadOutcome, PinLock)
     }
     create_private_dir(&paths.maps_dir())?;
     create_private_dir(&paths.links_dir())?;
+    create_private_dir(&paths.progs_dir())?;
 
     let btf = layout::KernelBtf::load()?;
     let ns_per_tick = u32::try_from(clock::ns_per_tick())
@@ -120,7 +123,11 @@ fn attach(paths: &PinPaths, opts: &LoadOptions) -> Result<(LoadOutcome, PinLock)
 
     tracing::debug!("kernel layout: {}", layout::LayoutDisplay(&kernel_layout));
 
-    let mut ebpf = load_object(paths, &kernel_layout, opts.max_tags)
+    // The iterators need the kernel's types; without them ps reads /proc.
+    let kernel_types = aya::Btf::from_sys_fs()
+        .inspect_err(|e| tracing::warn!("ps will read /proc: cannot read the kernel BTF ({e})"))
+        .ok();
+    let mut ebpf = load_object(paths, &kernel_layout, opts.max_tags, kernel_types.as_ref())
         .map_err(|e| Error::ebpf("load the bpfkill programs", e))?;
 
     {
@@ -151,25 +158,41 @@ fn attach(paths: &PinPaths, opts: &LoadOptions) -> Result<(LoadOutcome, PinLock)
         attached += 1;
     }
     // The ps snapshot iterators are an accelerator: without them, ps reads /proc.
-    match attach_snapshots(&mut ebpf, paths) {
-        Ok(n) => attached += n,
-        Err(e) => {
-            tracing::warn!("ps will read /proc: the task iterator is unavailable ({e})");
-            for (name, _) in programs::SNAPSHOT {
-                let _ = fs::remove_file(paths.link(name));
+    if let Some(btf) = &kernel_types {
+        match attach_snapshots(&mut ebpf, paths, btf) {
+            Ok(n) => attached += n,
+            Err(e) => {
+                tracing::warn!("ps will read /proc: the task iterator is unavailable ({e})");
+                for (name, _) in programs::SNAPSHOT {
+                    let _ = fs::remove_file(paths.link(name));
+                }
             }
         }
+    }
+    // Verified now, so that a kill only attaches it; without the pin a kill loads it itself.
+    if let Err(e) = pin_doom(&mut ebpf, paths) {
+        tracing::warn!("the doom program is not pinned; each SIGKILL will load it ({e})");
+        let _ = fs::remove_file(paths.prog(programs::DOOM.0));
     }
     Ok((LoadOutcome::Loaded { attached }, lock))
 }
 
 /// The embedded object, its maps pinned under `paths` (or the pinned ones reused: the log
 /// ring buffer too, so every program of a pin tree logs to one place), loaded with the kernel
-/// layout and its log level as globals.
-fn load_object(paths: &PinPaths, layout: &KernelLayout, max_tags: u32) -> Result<Ebpf, aya::EbpfError> {
+/// layout and its log level as globals. `btf` is the kernel's, for the programs that need its
+/// types (the iterators); the tracking and doom programs do not.
+fn load_object(
+    paths: &PinPaths,
+    layout: &KernelLayout,
+    max_tags: u32,
+    btf: Option<&aya::Btf>,
+) -> Result<Ebpf, aya::EbpfError> {
     // aya-log's level global is a byte; the levels are 0..=4.
     let log_level = layout.log_level as u8;
+    // `EbpfLoader::new` parses the kernel's BTF itself (a third of a second, and much more
+    // under emulation); `btf` replaces that.
     EbpfLoader::new()
+        .btf(btf)
         .default_map_pin_directory(paths.maps_dir())
         .map_pin_path(KERNEL_LOG_MAP, paths.map(KERNEL_LOG_MAP))
         .override_global("LAYOUT", layout, true)
@@ -193,10 +216,9 @@ where
 }
 
 /// Loads and pins every task iterator behind `ps`; returns how many.
-fn attach_snapshots(ebpf: &mut Ebpf, paths: &PinPaths) -> Result<usize> {
-    let btf = aya::Btf::from_sys_fs().map_err(|e| Error::ebpf("read the kernel BTF", e))?;
+fn attach_snapshots(ebpf: &mut Ebpf, paths: &PinPaths, btf: &aya::Btf) -> Result<usize> {
     for (name, iter_type) in programs::SNAPSHOT {
-        attach_snapshot(ebpf, paths, &btf, name, iter_type)?;
+        attach_snapshot(ebpf, paths, btf, name, iter_type)?;
     }
     Ok(programs::SNAPSHOT.len())
 }
@@ -246,18 +268,42 @@ fn load_and_attach<'a>(
     Ok((program, id))
 }
 
+/// Loads the doom program (sharing the pinned maps) and pins it unattached.
+fn pin_doom(ebpf: &mut Ebpf, paths: &PinPaths) -> Result<()> {
+    let (name, _) = programs::DOOM;
+    let pin = paths.prog(name);
+    let _ = fs::remove_file(&pin);
+    let program: &mut RawTracePoint = program_mut(ebpf, name)?;
+    program
+        .load()
+        .map_err(|e| Error::ebpf(format!("load {name}"), e))?;
+    program
+        .pin(&pin)
+        .map_err(|e| Error::ebpf(format!("pin {}", pin.display()), e))
+}
+
 /// Doom mode, armed: the `sys_exit` program is attached while this lives.
-pub struct Doom {
-    _ebpf: Ebpf,
+pub enum Doom {
+    /// The program pinned at load, attached now (two system calls).
+    Pinned(RawTracePoint),
+    /// Loaded now, for a tree pinned without it.
+    Loaded(Ebpf),
 }
 
 /// Attaches the doom program for as long as the returned guard lives. It shares the pinned
-/// maps; it is never pinned, so it is detached even if bpfkill dies.
+/// maps; its link is never pinned, so it is detached even if bpfkill dies.
 pub fn arm_doom(tracking: &Tracking) -> Result<Doom> {
-    let layout = tracking.layout()?;
-    let mut ebpf = load_object(tracking.paths(), &layout, tracking.max_tags())
-        .map_err(|e| Error::ebpf("load the doom program", e))?;
     let (name, tracepoint) = programs::DOOM;
+    let paths = tracking.paths();
+    if let Ok(mut program) = RawTracePoint::from_pin(paths.prog(name)) {
+        program
+            .attach(tracepoint)
+            .map_err(|e| Error::ebpf(format!("attach {name} to raw tracepoint {tracepoint}"), e))?;
+        return Ok(Doom::Pinned(program));
+    }
+    let layout = tracking.layout()?;
+    let mut ebpf = load_object(paths, &layout, tracking.max_tags(), None)
+        .map_err(|e| Error::ebpf("load the doom program", e))?;
     load_and_attach(&mut ebpf, name, tracepoint)?;
-    Ok(Doom { _ebpf: ebpf })
+    Ok(Doom::Loaded(ebpf))
 }

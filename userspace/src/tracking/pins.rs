@@ -53,6 +53,17 @@ impl PinPaths {
         self.root.join("links")
     }
 
+    /// Directory of the programs pinned loaded but not attached (the doom program, attached
+    /// only for the length of a kill).
+    pub fn progs_dir(&self) -> PathBuf {
+        self.root.join("progs")
+    }
+
+    /// Pin of the loaded program `name`.
+    pub fn prog(&self, name: &str) -> PathBuf {
+        self.progs_dir().join(name)
+    }
+
     /// Pin of map `name`.
     pub fn map(&self, name: &str) -> PathBuf {
         self.maps_dir().join(name)
@@ -137,7 +148,7 @@ pub fn unload(paths: &PinPaths) -> Result<bool> {
 /// Removes every pin of the tree (detaching its programs) and the tree; the caller holds its
 /// lock.
 pub(crate) fn remove_tree(paths: &PinPaths) -> Result<()> {
-    for dir in [paths.links_dir(), paths.maps_dir()] {
+    for dir in [paths.links_dir(), paths.progs_dir(), paths.maps_dir()] {
         let Ok(entries) = fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
             fs::remove_file(entry.path())

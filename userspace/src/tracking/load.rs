@@ -285,7 +285,7 @@ fn pin_doom(ebpf: &mut Ebpf, paths: &PinPaths) -> Result<()> {
 /// Doom mode, armed: the `sys_exit` program is attached while this lives.
 pub enum Doom {
     /// The program pinned at load, attached now (two system calls).
-    Pinned(RawTracePoint),
+    Pinned(Box<RawTracePoint>),
     /// Loaded now, for a tree pinned without it.
     Loaded(Ebpf),
 }
@@ -299,7 +299,7 @@ pub fn arm_doom(tracking: &Tracking) -> Result<Doom> {
         program
             .attach(tracepoint)
             .map_err(|e| Error::ebpf(format!("attach {name} to raw tracepoint {tracepoint}"), e))?;
-        return Ok(Doom::Pinned(program));
+        return Ok(Doom::Pinned(Box::new(program)));
     }
     let layout = tracking.layout()?;
     let mut ebpf = load_object(paths, &layout, tracking.max_tags(), None)

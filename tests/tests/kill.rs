@@ -357,3 +357,46 @@ fn a_dedicated_cgroup_adds_evidence_and_shared_ones_are_refused() {
         text(&out)
     );
 }
+
+#[test]
+fn a_sigkill_kills_the_services_own_cgroup_whole_and_the_tags_catch_what_left_it() {
+    require_privileges!();
+    let Some(mount) = or_skip(v2_hierarchy()) else {
+        return;
+    };
+    let inst = Instance::loaded();
+    let own = TempCgroup::create(&mount, &unique("bpfkill-own"));
+    if !own.dir.join("cgroup.kill").exists() {
+        bpfkill_tests::skip("no cgroup.kill (Linux 5.14+)");
+        return;
+    }
+    let away = TempCgroup::create(&mount, &unique("bpfkill-away"));
+    let service = unique("cgkill");
+    // The main process and a never-tagged outsider live in the service's cgroup; a child of
+    // the service moved itself away from it.
+    let tree = inst.run_service(&service, &["mover", away.dir.to_str().unwrap()]);
+    let outsider = Tree::unrelated("cgkill-member");
+    let (main, mover, other) = (tree.pid("main"), tree.pid("mover"), outsider.pid("pid"));
+    for pid in [main, other] {
+        std::fs::write(own.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+    let out = inst.run([
+        "-s",
+        "KILL",
+        "--service",
+        &service,
+        "--cgroup",
+        own.dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let lines = json_lines(&out);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["cgroup_killed"], 2, "{summary}");
+    for pid in [main, mover, other] {
+        assert!(wait_gone(pid, GONE), "{pid} survived: {}", text(&out));
+    }
+    let m = lines.iter().find(|l| l["pid"] == mover).unwrap();
+    assert_eq!(m["signals"], serde_json::json!(["SIGKILL"]), "{m}");
+    assert_eq!(m["left_cgroup"], true, "{m}");
+}

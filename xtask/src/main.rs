@@ -33,8 +33,14 @@ enum Task {
     Bootstrap,
     /// Build, start tracking, run a double-forking sample service, show it, kill it.
     Demo,
-    /// Benchmark bpfkill against pkill side by side (release build, root).
-    Bench,
+    /// Benchmark tracking's cost and the kill against cgroup.kill, /proc loops and pkill,
+    /// side by side (release build, root); writes target/bench/results.json.
+    Bench {
+        /// Fewer rounds and smaller storms, same figures (CI's smoke test, under 3 min):
+        /// fails only when a scenario breaks, never on a missed target.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build target/dist/bpfkill_VERSION_ARCH.deb (release binary, init files, completions,
     /// man pages) with cargo-deb, installing cargo-deb when missing.
     Dist {
@@ -175,7 +181,7 @@ fn task(task: Task) -> Result<()> {
                 dist::build(&root()).map(drop)
             }
         }
-        Task::Bench => {
+        Task::Bench { quick } => {
             bootstrap()?;
             run(cargo().args([
                 "build",
@@ -189,7 +195,7 @@ fn task(task: Task) -> Result<()> {
             if !is_root() {
                 bail!("the benchmark loads eBPF programs: run it as root");
             }
-            bench::run(&root())
+            bench::run(&root(), quick)
         }
     }
 }

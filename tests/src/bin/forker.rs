@@ -589,6 +589,42 @@ fn pidns(args: &[String]) -> ! {
     pause_forever()
 }
 
+/// `storm exec|fork|thread N`: creates N processes that exec `/bin/true` (fork, exec, exit,
+/// reap), N processes that exit at once (fork, exit, reap) or N threads (spawn, join), one
+/// after another, and prints `storm ns=ELAPSED` (the benchmark's unit of tracking cost).
+fn storm(args: &[String]) -> ! {
+    let kind = args.first().map(String::as_str).unwrap_or("exec");
+    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let path = c"/bin/true";
+    let argv = [path.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        match kind {
+            "thread" => {
+                let _ = std::thread::spawn(|| ()).join();
+            }
+            "fork" | "exec" => {
+                let pid = fork();
+                if pid == 0 {
+                    if kind == "exec" {
+                        // SAFETY: NUL-terminated path, argv and envp arrays that outlive
+                        // the call; a failed exec leaves at once.
+                        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+                    }
+                    // SAFETY: leave at once.
+                    unsafe { libc::_exit(0) };
+                }
+                // SAFETY: reaps that child.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            }
+            other => die(&format!("unknown storm kind {other}")),
+        }
+    }
+    say(&format!("storm ns={}", start.elapsed().as_nanos()));
+    std::process::exit(0)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((mode, rest)) = args.split_first() else {
@@ -657,6 +693,7 @@ fn main() {
             say(&format!("ready pid={}", std::process::id()));
             pause_forever()
         }
+        "storm" => storm(rest),
         "clone-parent" => clone_parent(rest),
         "vfork-exec" => vfork_exec(rest),
         "exec-other" => exec_other(rest),

@@ -63,6 +63,8 @@ pub fn run(paths: &PinPaths, args: &KillArgs, out: &mut impl Write) -> anyhow::R
             unit: service_config.as_ref().and_then(|c| c.unit.clone()),
         },
         for_user: None,
+        // --json and -v report every process's full evidence, read before any signal.
+        evidence_first: args.json || tracing::enabled!(tracing::Level::INFO),
     };
     let mut tracking = match Tracking::open(paths) {
         Ok(t) => t,
@@ -74,11 +76,14 @@ pub fn run(paths: &PinPaths, args: &KillArgs, out: &mut impl Write) -> anyhow::R
         eprintln!("bpfkill: {}", escape(found));
     }
     let code = exit::of_verdict(report.verdict());
+    // One write per 8 KiB, not one per process line.
+    let mut out = std::io::BufWriter::new(out);
     if args.json {
-        report.write_json(code, out)?;
+        report.write_json(code, &mut out)?;
     } else {
-        report.write_human(out)?;
+        report.write_human(&mut out)?;
     }
+    out.flush()?;
     Ok(code)
 }
 

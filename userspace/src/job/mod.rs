@@ -498,6 +498,7 @@ fn stop_tree(
         dry_run: false,
         discovery: Discovery::default(),
         for_user: None,
+        evidence_first: false,
     };
     kill::kill(tracking, &request).map(Some)
 }

@@ -355,6 +355,7 @@ impl Served<'_> {
             dry_run: false,
             discovery: Discovery::default(),
             for_user: Some(uid),
+            evidence_first: false,
         };
         kill::kill(tracking, &request).map(Some)
     }

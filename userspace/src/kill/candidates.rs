@@ -70,6 +70,13 @@ pub struct Evidence {
 }
 
 impl Evidence {
+    /// Adds what `other` knows.
+    pub fn merge(&mut self, other: Evidence) {
+        self.tag |= other.tag;
+        self.cgroup |= other.cgroup;
+        self.proc |= other.proc;
+    }
+
     /// The evidence as a list of names, for reports.
     pub fn names(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
@@ -179,6 +186,28 @@ pub fn collect(tracking: &Tracking, sel: &Selection) -> Result<Vec<Candidate>> {
         }
     }
     Ok(out)
+}
+
+/// The tagged processes of a service, from one read of the tag map: the evidence a kill has
+/// at hand before it looks at /proc or cgroups.
+pub fn tagged(tracking: &Tracking, service_id: u32) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = tracking
+        .service_tags(service_id)
+        .into_iter()
+        .map(|(pid, tag)| Candidate {
+            pid,
+            start_ticks: clock::ns_to_ticks(tag.start_ns),
+            tag: Some(tag),
+            evidence: Evidence {
+                tag: true,
+                ..Evidence::default()
+            },
+            left_cgroup: false,
+            escape: Vec::new(),
+        })
+        .collect();
+    out.sort_unstable_by_key(|c| c.pid);
+    out
 }
 
 /// For a PID subtree: the tagged processes of the service that the subtree leaves out

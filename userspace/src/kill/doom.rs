@@ -12,7 +12,7 @@ use std::{
 use super::{candidates::Candidate, report::Outcome, wait::wait_all, Kill};
 use crate::{
     error::Result,
-    sys::{clock, identity, procs, signal::Signal},
+    sys::{cgroup, clock, identity, procs, signal::Signal},
     tracking,
 };
 
@@ -28,14 +28,17 @@ const DOOM_LAST_WAIT: Duration = Duration::from_secs(1);
 
 impl Kill<'_> {
     /// SIGKILL with doom mode, until no target is left (or [`DOOM_LIMIT`]).
-    pub(super) fn doom_pass(&mut self) -> Result<()> {
+    pub(super) fn doom_pass(&mut self, evidence_first: bool) -> Result<()> {
         let owner = !self.sel.target.subtree && self.doom_whole_service()?;
         if !self.sel.target.subtree && !owner {
             // Another kill of this service dooms it in the kernel: the kills the kernel makes
             // now are not this kill's alone.
             self.report.concurrent_kill = true;
         }
-        let result = self.doom_loop();
+        if !self.sel.target.subtree {
+            self.cgroup_kill();
+        }
+        let result = self.doom_loop(owner, evidence_first);
         if owner {
             self.tracking.undoom_service(self.sel.target.service.id);
         }
@@ -59,7 +62,45 @@ impl Kill<'_> {
         self.tracking.doom_service(id, expiry, now)
     }
 
-    fn doom_loop(&mut self) -> Result<()> {
+    /// The service's own cgroup v2 directory, when it has one, is killed whole by the kernel
+    /// (`cgroup.kill`, Linux 5.14): one write for every member, identified by membership of a
+    /// cgroup checked to be the service's alone. Skipped when a protected process (bpfkill,
+    /// its ancestors, PID 1) has moved in since that check. The tags then catch what left it.
+    fn cgroup_kill(&mut self) {
+        let Some(dedicated) = &self.sel.cgroup else { return };
+        let file = dedicated.dir.join("cgroup.kill");
+        if !file.is_file() {
+            return;
+        }
+        let members = match cgroup::members(&dedicated.dir) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("cgroup.kill skipped: {e}");
+                return;
+            }
+        };
+        if let Some(p) = self
+            .guard
+            .protected_pids()
+            .into_iter()
+            .find(|p| members.contains(p))
+        {
+            tracing::warn!(
+                "cgroup.kill skipped: protected process {p} is in {}",
+                dedicated.dir.display()
+            );
+            return;
+        }
+        match std::fs::write(&file, "1") {
+            Ok(()) => {
+                tracing::info!("killed {} through {}", members.len(), file.display());
+                self.report.cgroup_killed = members;
+            }
+            Err(e) => tracing::warn!("cgroup.kill of {} failed: {e}", dedicated.dir.display()),
+        }
+    }
+
+    fn doom_loop(&mut self, owner: bool, evidence_first: bool) -> Result<()> {
         let _doom = match tracking::arm_doom(self.tracking) {
             Ok(d) => Some(d),
             Err(e) => {
@@ -70,8 +111,13 @@ impl Kill<'_> {
         };
         let deadline = Instant::now() + DOOM_LIMIT;
         let mut handled = HashSet::new();
+        let mut first = true;
         loop {
-            let cands = self.collect()?;
+            let cands = if std::mem::take(&mut first) {
+                self.first_candidates(evidence_first)?
+            } else {
+                self.collect()?
+            };
             // Done when no target is left but those that cannot be signalled: the tags of
             // the dead are removed at exit, and zombies are not candidates.
             let left = cands.iter().filter(|c| !self.unsignallable(c)).count();
@@ -83,10 +129,15 @@ impl Kill<'_> {
                 .filter(|c| handled.insert((c.pid, c.start_ticks)))
                 .collect();
             // Verify and doom every target first, so the kernel starts killing forkers at
-            // once; then signal them.
+            // once; then signal them. (A service doomed whole by this kill needs no doom per
+            // process.)
             let mut verified = Vec::with_capacity(fresh.len());
             for c in &fresh {
                 if let Some(fd) = self.verify(c) {
+                    if owner && c.tag.is_some_and(|t| t.service_id == self.sel.target.service.id) {
+                        verified.push((c, fd));
+                        continue;
+                    }
                     if let Some(tag) = self.tracking.tag(c.pid) {
                         if identity::matches(tag.start_ns, c.start_ticks) {
                             if let Err(e) = self.tracking.doom(c.pid, &tag) {

@@ -52,6 +52,10 @@ pub struct KillRequest {
     /// are reported protected), and a SIGKILL runs without doom mode (the kernel does not
     /// check users).
     pub for_user: Option<u32>,
+    /// Gather every candidate's evidence (tags, cgroup, /proc) before the first signal, as
+    /// `--json` and `-v` want. Otherwise a whole-service kill signals the tagged processes
+    /// first, from one read of the tag map, and collects the rest afterwards.
+    pub evidence_first: bool,
 }
 
 /// Passes of a non-doom send before giving up on a service that forks faster than it is
@@ -132,9 +136,9 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
     for step in &req.schedule.steps {
         match *step {
             Step::Send(sig) if sig == Signal::KILL && k.sel.whom == Whom::All && req.for_user.is_none() => {
-                k.doom_pass()?
+                k.doom_pass(req.evidence_first)?
             }
-            Step::Send(sig) => k.send_pass(sig)?,
+            Step::Send(sig) => k.send_pass(sig, req.evidence_first)?,
             Step::Wait(timeout) => {
                 k.live = wait_all(std::mem::take(&mut k.live), timeout);
                 if k.live.is_empty() && k.fresh_candidates()?.is_empty() {
@@ -145,6 +149,14 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
     }
     if k.report.waited {
         k.finish_wait()?;
+    }
+    for r in &mut k.report.results {
+        if r.outcome == Outcome::Gone
+            && r.signals.is_empty()
+            && k.report.cgroup_killed.contains(&r.candidate.pid)
+        {
+            r.outcome = Outcome::CgroupKilled;
+        }
     }
     k.report.kernel_kills = k
         .tracking
@@ -157,6 +169,16 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
 impl Kill<'_> {
     fn collect(&self) -> Result<Vec<Candidate>> {
         candidates::collect(self.tracking, &self.sel)
+    }
+
+    /// The first pass's candidates: for a whole-service kill that may signal before
+    /// gathering evidence, the tagged processes alone (no /proc walk, no cgroup read), so the
+    /// signals go out at once; the passes after it collect everything.
+    fn first_candidates(&self, evidence_first: bool) -> Result<Vec<Candidate>> {
+        if evidence_first || self.sel.whom != Whom::All || self.sel.target.subtree {
+            return self.collect();
+        }
+        Ok(candidates::tagged(self.tracking, self.sel.target.service.id))
     }
 
     /// Candidates never seen before that are alive now.
@@ -172,7 +194,18 @@ impl Kill<'_> {
     fn result_mut(&mut self, c: &Candidate) -> &mut ProcessResult {
         let key = (c.pid, c.start_ticks);
         let idx = match self.index.get(&key) {
-            Some(&i) => i,
+            Some(&i) => {
+                // A later, fuller collection adds the evidence the first pass did not read.
+                let known = &mut self.report.results[i].candidate;
+                known.evidence.merge(c.evidence);
+                if c.evidence.cgroup {
+                    known.left_cgroup = false;
+                } else if c.left_cgroup {
+                    known.left_cgroup = true;
+                }
+                known.tag = known.tag.or(c.tag);
+                i
+            }
             None => {
                 self.report.results.push(ProcessResult::new(c));
                 self.index.insert(key, self.report.results.len() - 1);
@@ -192,11 +225,15 @@ impl Kill<'_> {
     }
 
     /// One pass over the candidates, then re-scans for processes created during it.
-    fn send_pass(&mut self, sig: Signal) -> Result<()> {
+    fn send_pass(&mut self, sig: Signal, evidence_first: bool) -> Result<()> {
         let mut handled = HashSet::new();
-        for _ in 0..MAX_PASSES {
-            let fresh: Vec<Candidate> = self
-                .collect()?
+        for pass in 0..MAX_PASSES {
+            let cands = if pass == 0 && self.report.results.is_empty() {
+                self.first_candidates(evidence_first)?
+            } else {
+                self.collect()?
+            };
+            let fresh: Vec<Candidate> = cands
                 .into_iter()
                 .filter(|c| handled.insert((c.pid, c.start_ticks)))
                 .collect();

@@ -21,6 +21,9 @@ pub enum Outcome {
     Signalled,
     /// The process had already exited.
     Gone,
+    /// Killed by the kernel through the service cgroup's `cgroup.kill`, and gone before
+    /// bpfkill signalled it itself.
+    CgroupKilled,
     /// Its PID number belongs to another process now: not signalled.
     Recycled,
     /// A guard rail kept it from being signalled.
@@ -36,6 +39,7 @@ impl Outcome {
             Outcome::WouldSignal => "would-signal",
             Outcome::Signalled => "signalled",
             Outcome::Gone => "gone",
+            Outcome::CgroupKilled => "cgroup-killed",
             Outcome::Recycled => "pid-recycled",
             Outcome::Protected(_) => "protected",
             Outcome::Failed(_) => "failed",
@@ -130,6 +134,9 @@ pub struct KillReport {
     pub doom_unavailable: Option<String>,
     /// Doom mode reached its time limit with targets left (they are the survivors).
     pub doom_gave_up: bool,
+    /// The members of the service's cgroup when its `cgroup.kill` was written (empty when it
+    /// was not used).
+    pub cgroup_killed: std::collections::BTreeSet<u32>,
 }
 
 #[derive(Serialize)]
@@ -160,10 +167,12 @@ struct JsonSummary<'a> {
     processes: usize,
     signalled: usize,
     gone_before: usize,
+    cgroup_killed_gone: usize,
     protected: usize,
     failed: usize,
     survivors: usize,
     kernel_kills: u64,
+    cgroup_killed: usize,
     concurrent_kill: bool,
     untagged: u64,
     left_out: &'a [u32],
@@ -189,6 +198,7 @@ impl KillReport {
             left_out: Vec::new(),
             doom_unavailable: None,
             doom_gave_up: false,
+            cgroup_killed: Default::default(),
         }
     }
 
@@ -223,7 +233,10 @@ impl KillReport {
             } else {
                 Verdict::NothingMatched
             }
-        } else if self.signalled() == 0 && (self.kernel_kills == 0 || self.concurrent_kill) {
+        } else if self.signalled() == 0
+            && self.cgroup_killed.is_empty()
+            && (self.kernel_kills == 0 || self.concurrent_kill)
+        {
             Verdict::NothingMatched
         } else {
             Verdict::Done
@@ -305,6 +318,9 @@ impl KillReport {
                 )?;
             }
         }
+        if !self.cgroup_killed.is_empty() {
+            write!(out, "; {} killed through cgroup.kill", self.cgroup_killed.len())?;
+        }
         if self.waited {
             write!(out, "; {} survivor(s)", self.survivors())?;
         }
@@ -359,10 +375,12 @@ impl KillReport {
             processes: self.results.len(),
             signalled: self.signalled(),
             gone_before: self.count(|r| matches!(r.outcome, Outcome::Gone | Outcome::Recycled)),
+            cgroup_killed_gone: self.count(|r| r.outcome == Outcome::CgroupKilled),
             protected: self.count(|r| matches!(r.outcome, Outcome::Protected(_))),
             failed: self.count(|r| matches!(r.outcome, Outcome::Failed(_))),
             survivors: self.survivors(),
             kernel_kills: self.kernel_kills,
+            cgroup_killed: self.cgroup_killed.len(),
             concurrent_kill: self.concurrent_kill,
             untagged: self.untagged,
             left_out: &self.left_out,

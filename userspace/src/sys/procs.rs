@@ -3,11 +3,17 @@
 
 use std::collections::HashMap;
 
-use procfs::process::{Process, Stat};
+use procfs::{
+    process::{Process, Stat},
+    FromRead,
+};
 
-/// `/proc/PID/stat` of a process, or None when it does not exist.
+/// `/proc/PID/stat` of a process, or None when it does not exist: open, one read, close (a
+/// kill verifies every target with it, after opening its pidfd and before signalling).
 pub fn stat(pid: u32) -> Option<Stat> {
-    Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()
+    let mut buf = Vec::with_capacity(512);
+    read_small(&format!("/proc/{pid}/stat"), &mut buf)?;
+    Stat::from_read(buf.as_slice()).ok()
 }
 
 /// Start time of `pid` in /proc ticks, or None when it does not exist.
@@ -68,13 +74,15 @@ impl ProcTable {
     /// Reads every process once.
     pub fn scan() -> Self {
         let mut procs = HashMap::new();
-        if let Ok(all) = procfs::process::all_processes() {
-            for p in all.flatten() {
-                if let Ok(stat) = p.stat() {
-                    if !is_dead(&stat) {
-                        procs.insert(stat.pid as u32, (stat.ppid as u32, stat.starttime));
-                    }
-                }
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Self { procs };
+        };
+        let pids = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
+        for pid in pids {
+            if let Some(stat) = stat(pid).filter(|s| !is_dead(s)) {
+                procs.insert(pid, (stat.ppid as u32, stat.starttime));
             }
         }
         Self { procs }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, IterableMap, Map, MapData, PerCpuArray, PerCpuHashMap};
 use bpfkill_common::{
     maps, stat, tag_flags, DaemonState, ExeKey, Ghost, KernelLayout, LeaveKey, ServiceRecord, ServiceStats,
     Tag, COMM_LEN,
@@ -130,9 +130,15 @@ impl Tracking {
         self.max_tags
     }
 
-    /// A snapshot of every tag. Entries removed while iterating are skipped; an entry is
-    /// listed once even if the kernel restarts the walk.
+    /// A snapshot of every tag, read in bulk where the kernel can (5.6+), else key by key.
+    /// Entries removed while reading are skipped; an entry is listed once even if the kernel
+    /// restarts the walk.
     pub fn tags(&self) -> Vec<(u32, Tag)> {
+        use std::os::fd::AsFd;
+        match super::batch::lookup_all::<Tag>(self.tags.map().fd().as_fd()) {
+            Ok(all) => return all,
+            Err(e) => tracing::debug!("batched read of the tag map refused ({e}); reading it key by key"),
+        }
         let mut seen = HashSet::new();
         let limit = self.max_tags as usize * 2 + 16;
         let mut out = Vec::new();

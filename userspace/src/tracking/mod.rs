@@ -1,8 +1,9 @@
 //! The kernel side seen from userspace: loading and pinning the programs ([`load`], [`pins`]),
-//! typed access to their maps ([`maps`]), the kernel structure layout they are loaded with
+//! typed access to their maps ([`maps`], read in bulk by [`batch`]), the kernel structure layout they are loaded with
 //! ([`layout`]), the events they emit ([`events`]) and their diagnostics ([`kernel_log`]);
 //! carrying an older version's live tracking over on upgrade ([`migrate`]).
 
+mod batch;
 pub mod events;
 pub mod kernel_log;
 pub mod layout;

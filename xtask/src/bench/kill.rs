@@ -1,0 +1,438 @@
+//! The kill against the kernel's limit: trees of sleeping processes, each in a cgroup v2
+//! directory of its own so that "all gone" is the kernel's `populated 0` event for every
+//! contender, killed by `cgroup.kill` (the kernel's atomic kill, the floor), by bpfkill from
+//! its tags, by bpfkill given the cgroup, by a userspace /proc walk-and-kill loop and by
+//! repeated pkill. Contenders take turns within a round, in rotating order. Then a fork bomb
+//! under a v1 pids limit: bpfkill against a userspace loop over the cgroup's members.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::{
+    median,
+    report::{Figure, Results, Target},
+    safety::{self, Cgroups},
+    tree::{self, Tree},
+    Bench,
+};
+
+/// Who kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Killer {
+    CgroupKill,
+    Bpfkill,
+    BpfkillCgroup,
+    ProcLoop,
+    Pkill,
+}
+
+impl Killer {
+    fn name(self) -> &'static str {
+        match self {
+            Killer::CgroupKill => "cgroup.kill",
+            Killer::Bpfkill => "bpfkill (tags)",
+            Killer::BpfkillCgroup => "bpfkill --cgroup",
+            Killer::ProcLoop => "/proc walk-and-kill loop",
+            Killer::Pkill => "pkill -f, repeated",
+        }
+    }
+}
+
+/// SCHED_FIFO for the measuring thread (not inherited by what it starts), for the span of
+/// one bounded measurement that blocks in poll(2) rather than spinning.
+struct RealTime(bool);
+
+impl RealTime {
+    fn enter() -> Self {
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: valid sched_param, this thread only.
+        let ok =
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) } == 0;
+        Self(ok)
+    }
+}
+
+impl Drop for RealTime {
+    fn drop(&mut self) {
+        if self.0 {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: as above.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+        }
+    }
+}
+
+/// One kill of `tree` by `killer`: time until the tree's cgroup is empty, and for bpfkill
+/// its own CPU time (user + system), ms. None when the limit passed first.
+fn kill_once(
+    b: &Bench,
+    tree: &Tree,
+    killer: Killer,
+    marker: &str,
+) -> Result<(Option<Duration>, Option<f64>)> {
+    let limit = b.scale.limit;
+    let _rt = RealTime::enter();
+    let start = Instant::now();
+    let mut cpu_ms = None;
+    match killer {
+        Killer::CgroupKill => {
+            std::fs::write(tree.cgroup.join("cgroup.kill"), "1").context("write cgroup.kill")?;
+        }
+        Killer::Bpfkill | Killer::BpfkillCgroup => {
+            let mut cmd = b.bpfkill();
+            cmd.args(["-s", "KILL", "--service", &tree.service]);
+            if killer == Killer::BpfkillCgroup {
+                cmd.arg("--cgroup").arg(&tree.cgroup);
+            }
+            let child = cmd.stdout(Stdio::null()).spawn().context("start bpfkill")?;
+            let (status, usage) = wait4(child.id() as i32)?;
+            if status != 0 {
+                anyhow::bail!("bpfkill exited with status {status:#x}");
+            }
+            cpu_ms = Some(usage);
+        }
+        Killer::ProcLoop => proc_loop(tree.main.id(), &tree.cgroup, start, limit),
+        Killer::Pkill => {
+            while start.elapsed() < limit {
+                let _ = std::process::Command::new("pkill")
+                    .args(["-KILL", "-f", marker])
+                    .status();
+                if tree::wait_unpopulated(&tree.cgroup, Instant::now(), Duration::from_millis(20)).is_some() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok((tree.wait_empty(start, limit), cpu_ms))
+}
+
+/// Waits for a child with wait4(2): its exit status and its CPU time (user + system), ms.
+fn wait4(pid: i32) -> Result<(i32, f64)> {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child.
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
+        return Err(std::io::Error::last_os_error()).context("wait4");
+    }
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    Ok((status, ms(usage.ru_utime) + ms(usage.ru_stime)))
+}
+
+/// What a script does without bpfkill: walk /proc, kill the root and everything below it by
+/// parent PID in one pass (once the root dies its children are reparented and the walk loses
+/// them), and repeat until nothing is left or the limit passes.
+fn proc_loop(root: u32, cgroup: &Path, start: Instant, limit: Duration) {
+    let mut targets = vec![root];
+    while start.elapsed() < limit {
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let ppid = stat
+                    .rfind(')')
+                    .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+                    .and_then(|p| p.parse().ok());
+                if let Some(ppid) = ppid {
+                    children.entry(ppid).or_default().push(pid);
+                }
+            }
+        }
+        let mut stack = targets.clone();
+        while let Some(p) = stack.pop() {
+            // SAFETY: kill(2) of a process of the bench's own tree.
+            unsafe { libc::kill(p as i32, libc::SIGKILL) };
+            if let Some(c) = children.get(&p) {
+                stack.extend(c);
+                targets.extend(c);
+            }
+        }
+        if tree::wait_unpopulated(cgroup, Instant::now(), Duration::from_millis(20)).is_some() {
+            return;
+        }
+    }
+}
+
+/// Per killer, the time of each round (ms; None when it did not finish).
+type Times = HashMap<Killer, Vec<Option<f64>>>;
+
+/// Rounds of a tree (`forker ARGS`, named `what`) killed by each of `killers` in rotating
+/// order; returns per killer the times and bpfkill's CPU times.
+fn rounds_of(
+    b: &Bench,
+    cg: &Cgroups,
+    what: &str,
+    args: &[&str],
+    rounds: usize,
+    killers: &[Killer],
+) -> Result<(Times, Vec<f64>)> {
+    let mut times = Times::new();
+    let mut cpu = Vec::new();
+    for round in 0..rounds {
+        for i in 0..killers.len() {
+            let killer = killers[(i + round) % killers.len()];
+            let marker = format!("bench-marker-{what}-{round}-{i}");
+            let service = format!("bench-{what}-{round}-{i}");
+            let mut full: Vec<&str> = args.to_vec();
+            full.extend(["--marker", &marker]);
+            let tree = Tree::start(b, &cg.v2, &service, &full)?;
+            if what == "loop" {
+                // Let the loop reach full speed.
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let measured = kill_once(b, &tree, killer, &marker);
+            tree.destroy();
+            let (t, c) = measured?;
+            times
+                .entry(killer)
+                .or_default()
+                .push(t.map(|d| d.as_secs_f64() * 1e3));
+            if killer == Killer::Bpfkill {
+                cpu.extend(c);
+            }
+        }
+        eprintln!("bench: kill of {what}, round {} of {rounds} done", round + 1);
+    }
+    Ok((times, cpu))
+}
+
+/// `a / floor` per round, for rounds where both finished.
+fn ratios(a: &[Option<f64>], floor: &[Option<f64>]) -> Vec<f64> {
+    a.iter()
+        .zip(floor)
+        .filter_map(|(a, f)| Some(a.as_ref()? / f.as_ref()?))
+        .collect()
+}
+
+fn medians(times: &Times, limit: Duration) -> serde_json::Value {
+    let mut o = serde_json::Map::new();
+    for (k, v) in times {
+        let done: Vec<f64> = v.iter().flatten().copied().collect();
+        let unfinished = v.len() - done.len();
+        o.insert(
+            k.name().into(),
+            json!({
+                "median_ms": (!done.is_empty()).then(|| median(&done)),
+                "did_not_finish": unfinished,
+                "limit_s": limit.as_secs(),
+            }),
+        );
+    }
+    serde_json::Value::Object(o)
+}
+
+pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
+    b.load()?;
+    let outcome = (|| -> Result<()> {
+        let all = [
+            Killer::CgroupKill,
+            Killer::Bpfkill,
+            Killer::BpfkillCgroup,
+            Killer::ProcLoop,
+            Killer::Pkill,
+        ];
+        let (t, cpu) = rounds_of(b, cg, "1000", &["spawn", "1000"], b.scale.rounds, &all)?;
+        let floor = &t[&Killer::CgroupKill];
+        results.add(
+            Figure::new(
+                "kill_vs_cgroup_kill",
+                "1000 processes gone: bpfkill (tags) / cgroup.kill",
+                "x",
+                Target::AtMost(1.1),
+            )
+            .with_samples(ratios(&t[&Killer::Bpfkill], floor))
+            .extra("contenders", medians(&t, b.scale.limit)),
+        );
+        for (key, killer, label) in [
+            (
+                "kill_cgroup_vs_cgroup_kill",
+                Killer::BpfkillCgroup,
+                "bpfkill --cgroup",
+            ),
+            ("proc_loop_vs_cgroup_kill", Killer::ProcLoop, "/proc loop"),
+            ("pkill_vs_cgroup_kill", Killer::Pkill, "pkill, repeated"),
+        ] {
+            let unfinished = t[&killer].iter().filter(|x| x.is_none()).count();
+            let mut f = Figure::new(
+                key,
+                format!("1000 processes gone: {label} / cgroup.kill"),
+                "x",
+                Target::None,
+            )
+            .with_samples(ratios(&t[&killer], floor));
+            if unfinished > 0 {
+                f = f.note(format!(
+                    "did not finish in {} s in {unfinished} round(s)",
+                    b.scale.limit.as_secs()
+                ));
+            }
+            results.add(f);
+        }
+        results.add(
+            Figure::new(
+                "kill_cli_ms",
+                "bpfkill's own CPU time, 1000 processes",
+                "ms",
+                Target::Below(30.0),
+            )
+            .with_samples(cpu),
+        );
+
+        let (t, _) = rounds_of(
+            b,
+            cg,
+            "10000",
+            &["spawn", "10000"],
+            b.scale.rounds_10k,
+            &[Killer::CgroupKill, Killer::Bpfkill],
+        )?;
+        results.add(
+            Figure::new(
+                "kill_vs_cgroup_kill_10k",
+                "10,000 processes gone: bpfkill (tags) / cgroup.kill",
+                "x",
+                Target::AtMost(1.2),
+            )
+            .with_samples(ratios(&t[&Killer::Bpfkill], &t[&Killer::CgroupKill]))
+            .extra("contenders", medians(&t, b.scale.limit)),
+        );
+        let (t, _) = rounds_of(
+            b,
+            cg,
+            "loop",
+            &["fork-loop"],
+            b.scale.rounds,
+            &[Killer::CgroupKill, Killer::Bpfkill, Killer::Pkill],
+        )?;
+        let unfinished = t[&Killer::Pkill].iter().filter(|x| x.is_none()).count();
+        let bpfkill: Vec<f64> = t[&Killer::Bpfkill].iter().flatten().copied().collect();
+        let mut f = Figure::new(
+            "fork_loop_ms",
+            "tight fork loop gone: bpfkill",
+            "ms",
+            Target::None,
+        )
+        .with_samples(bpfkill)
+        .extra(
+            "vs_cgroup_kill",
+            json!(median(&ratios(&t[&Killer::Bpfkill], &t[&Killer::CgroupKill]))),
+        )
+        .extra("contenders", medians(&t, b.scale.limit));
+        if unfinished > 0 {
+            f = f.note(format!(
+                "pkill did not finish in {} s in {unfinished} round(s)",
+                b.scale.limit.as_secs()
+            ));
+        }
+        results.add(f);
+        fork_bomb(b, cg, results)
+    })();
+    let unloaded = b.unload();
+    outcome.and(unloaded)
+}
+
+/// Live members of a v1 cgroup.
+fn v1_members(dir: &Path) -> usize {
+    tree::members(dir).len()
+}
+
+/// A fork bomb confined to pids.max=2000 in a v1 pids cgroup: time from the kill until no
+/// member is left, bpfkill against a loop that kills the cgroup's members over and over
+/// (what a script that knows the cgroup does). No real-time priority here: the baseline
+/// loop would spin at it. Each contender is bounded by the limit.
+fn fork_bomb(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
+    let Some(pids_root) = &cg.pids else {
+        results.add(
+            Figure::new(
+                "fork_bomb_ms",
+                "fork bomb (pids.max=2000) gone: bpfkill",
+                "ms",
+                Target::Below(1000.0),
+            )
+            .note("skipped: no v1 pids hierarchy"),
+        );
+        return Ok(());
+    };
+    let limit = b.scale.limit;
+    let mut times: HashMap<&str, Option<f64>> = HashMap::new();
+    for tool in ["bpfkill", "loop"] {
+        let dir = pids_root.join(format!("bomb-{tool}"));
+        safety::remove_cgroup_tree(&dir);
+        std::fs::create_dir(&dir)?;
+        std::fs::write(dir.join("pids.max"), "2000")?;
+        let service = format!("bench-bomb-{tool}");
+        let marker = format!("bench-bomb-marker-{tool}");
+        let mut main = b
+            .bpfkill()
+            .args(["run", "--service", &service, "--"])
+            .arg(&b.forker)
+            .args(["bomb", &dir.to_string_lossy(), "--marker", &marker])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let _ = super::first_line(main.stdout.take().context("stdout")?, Duration::from_secs(60));
+        let current = || {
+            std::fs::read_to_string(dir.join("pids.current"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        let grow = Instant::now();
+        while current() < 1900 && grow.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let start = Instant::now();
+        if tool == "bpfkill" {
+            let _ = b
+                .bpfkill()
+                .args(["-s", "KILL", "--service", &service])
+                .stdout(Stdio::null())
+                .status();
+        } else {
+            while start.elapsed() < limit && v1_members(&dir) > 0 {
+                for pid in tree::members(&dir) {
+                    // SAFETY: kill(2) of a member of the bench's own cgroup.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let mut gone = None;
+        while start.elapsed() < limit {
+            if v1_members(&dir) == 0 {
+                gone = Some(start.elapsed().as_secs_f64() * 1e3);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        times.insert(tool, gone);
+        safety::remove_cgroup_tree(&dir);
+        let _ = main.kill();
+        let _ = main.wait();
+    }
+    let dnf = |t: Option<f64>| match t {
+        Some(ms) => json!(ms),
+        None => json!(format!("did not finish in {} s", limit.as_secs())),
+    };
+    let mut f = Figure::new(
+        "fork_bomb_ms",
+        "fork bomb (pids.max=2000) gone: bpfkill",
+        "ms",
+        Target::Below(1000.0),
+    )
+    .with_samples(times["bpfkill"].into_iter().collect())
+    .extra("member_kill_loop_ms", dnf(times["loop"]));
+    if times["bpfkill"].is_none() {
+        f = f.note(format!("did not finish in {} s", limit.as_secs()));
+    }
+    results.add(f);
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Process trees under measurement: a forker started as a bpfkill service inside a cgroup v2
+//! directory of its own, so that "all gone" is one event (`populated 0` in `cgroup.events`)
+//! whoever does the killing.
+
+use std::{
+    fs::File,
+    os::{
+        fd::{AsFd, AsRawFd},
+        unix::{fs::FileExt, process::CommandExt},
+    },
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::{first_line, safety, Bench};
+
+/// A running tree: its service, its cgroup, its main process.
+pub struct Tree {
+    pub service: String,
+    pub cgroup: PathBuf,
+    pub main: Child,
+}
+
+impl Tree {
+    /// Starts `forker ARGS` as service `service` (`bpfkill run --service`, which tags it)
+    /// in a new cgroup `parent/name`, and waits for its `ready` line.
+    pub fn start(b: &Bench, parent: &Path, service: &str, args: &[&str]) -> Result<Self> {
+        let cgroup = parent.join(service);
+        if cgroup.exists() {
+            safety::remove_cgroup_tree(&cgroup);
+        }
+        std::fs::create_dir(&cgroup).with_context(|| format!("create {}", cgroup.display()))?;
+        // Opened before the fork: the child only writes to it.
+        let procs = File::options()
+            .write(true)
+            .open(cgroup.join("cgroup.procs"))
+            .context("open cgroup.procs")?;
+        let fd = procs.as_raw_fd();
+        let mut cmd = b.bpfkill();
+        cmd.args(["run", "--service", service, "--"])
+            .arg(&b.forker)
+            .args(args)
+            .stdout(Stdio::piped());
+        // SAFETY: one write(2) between fork and exec; `procs` outlives the spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut main = cmd.spawn().context("start the forker")?;
+        drop(procs);
+        let line = first_line(main.stdout.take().context("stdout")?, Duration::from_secs(120))?;
+        if !line.starts_with("ready") {
+            let _ = main.kill();
+            bail!("the forker did not start: {line:?}");
+        }
+        Ok(Self {
+            service: service.to_string(),
+            cgroup,
+            main,
+        })
+    }
+
+    /// Waits until no process of the tree is left; None at `limit`.
+    pub fn wait_empty(&self, start: Instant, limit: Duration) -> Option<Duration> {
+        wait_unpopulated(&self.cgroup, start, limit)
+    }
+
+    /// Kills whatever is left, reaps the main process and removes the cgroup.
+    pub fn destroy(mut self) {
+        safety::remove_cgroup_tree(&self.cgroup);
+        let _ = self.main.kill();
+        let _ = self.main.wait();
+    }
+}
+
+/// Waits, without polling /proc, for `cgroup.events` of `dir` to say `populated 0` (the
+/// kernel notifies a change through POLLPRI); returns the time since `start`, None at `limit`.
+pub fn wait_unpopulated(dir: &Path, start: Instant, limit: Duration) -> Option<Duration> {
+    let file = File::open(dir.join("cgroup.events")).ok()?;
+    let mut buf = [0u8; 256];
+    loop {
+        let n = file.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
+        if text.lines().any(|l| l == "populated 0") {
+            return Some(start.elapsed());
+        }
+        let left = limit.checked_sub(start.elapsed())?;
+        // Wakes on the change; the 5 ms cap only guards against a missed notification.
+        poll_pri(file.as_fd(), left.min(Duration::from_millis(5)));
+    }
+}
+
+/// poll(2) for POLLPRI on `fd` for up to `timeout`.
+fn poll_pri(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLPRI,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, timeout.as_millis().max(1) as i32) };
+}
+
+/// Live (not zombie) processes of `dir`.
+pub fn members(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}

@@ -184,7 +184,7 @@ fn track_adopts_a_running_tree_and_kernel_tags_later_forks() {
     let c = tree.fork_child();
     let ps = inst.ps(&service);
     let lineage = |pid: u32| ps.iter().find(|e| e["pid"] == pid).map(|e| e["lineage"].clone());
-    assert_eq!(lineage(main), Some("main".into()), "{ps:?}");
+    assert_eq!(lineage(main), Some("adopted".into()), "{ps:?}");
     assert_eq!(
         lineage(a),
         Some("unknown".into()),

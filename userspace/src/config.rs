@@ -246,6 +246,26 @@ mod tests {
     }
 
     #[test]
+    fn drop_ins_merge_in_name_order_over_the_main_file() {
+        let dir = std::env::temp_dir().join(format!("bpfkill-confd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        let main = dir.join("config.toml");
+        let svc = |signal: &str| format!("[services.a]\ncomm = \"a\"\nsignal = \"{signal}\"\n");
+        std::fs::write(&main, svc("TERM")).unwrap();
+        // Read in name order whatever order they were written in; only *.toml counts.
+        std::fs::write(dir.join("conf.d/30-last.toml"), svc("KILL")).unwrap();
+        std::fs::write(dir.join("conf.d/10-first.toml"), svc("HUP")).unwrap();
+        std::fs::write(dir.join("conf.d/20-b.toml"), "[services.b]\ncomm = \"b\"\n").unwrap();
+        std::fs::write(dir.join("conf.d/40-ignored.txt"), svc("INT")).unwrap();
+        let c = Config::load(&main, true).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.services["a"].signal.as_deref(), Some("KILL"));
+        assert!(c.services.contains_key("b"));
+    }
+
+    #[test]
     fn a_full_table_parses() {
         let s = parse(
             Path::new("x.toml"),

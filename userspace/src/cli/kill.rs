@@ -1,6 +1,6 @@
 //! The kill (the bare form and `bpfkill kill`).
 
-use std::io::Write;
+use std::{io::Write, path::PathBuf};
 
 use bpfkill::{
     config::{self, Config},
@@ -19,9 +19,14 @@ use bpfkill::{
 
 use super::{args::KillArgs, exit, through_daemon};
 
-/// The configuration, for a kill: a broken one is said on stderr but never blocks a kill.
-fn configured(name: &str) -> Option<config::ServiceConfig> {
-    let (path, required) = config::main_path(None);
+/// The configuration, for a kill: `BPFKILL_CONFIG`, else the one the running daemon loaded
+/// (`daemon --config PATH`), else the default. A broken one is said on stderr but never
+/// blocks a kill.
+fn configured(name: &str, daemon_config: Option<PathBuf>) -> Option<config::ServiceConfig> {
+    let (path, required) = match daemon_config {
+        Some(p) if std::env::var_os(config::PATH_ENV).is_none() => (p, false),
+        _ => config::main_path(None),
+    };
     match Config::load(&path, required) {
         Ok(c) => c.services.get(name).cloned(),
         Err(e) => {
@@ -42,8 +47,15 @@ pub fn run(paths: &PinPaths, args: &KillArgs, out: &mut impl Write) -> anyhow::R
         .into());
     };
     let explicit = args.schedule()?;
+    let tracking = Tracking::open(paths);
+    let daemon_config = tracking
+        .as_ref()
+        .ok()
+        .and_then(Tracking::running_daemon)
+        .map(|d| PathBuf::from(bpfkill_common::user::c_str(&d.config).into_owned()))
+        .filter(|p| !p.as_os_str().is_empty());
     let service_config = match &target {
-        Target::Service(name) => configured(name),
+        Target::Service(name) => configured(name, daemon_config),
         Target::Process(_) => None,
     };
     // A plain kill takes the service's configured `stop` (or `signal`).
@@ -66,7 +78,7 @@ pub fn run(paths: &PinPaths, args: &KillArgs, out: &mut impl Write) -> anyhow::R
         // --json and -v report every process's full evidence, read before any signal.
         evidence_first: args.json || tracing::enabled!(tracing::Level::INFO),
     };
-    let mut tracking = match Tracking::open(paths) {
+    let mut tracking = match tracking {
         Ok(t) => t,
         Err(Error::Permission(why)) => return through_daemon_kill(paths, args, &request, why, out),
         Err(e) => return Err(e.into()),

@@ -263,21 +263,29 @@ fn reload(
     writer: Option<&mut journal::Writer>,
 ) -> Result<()> {
     let mut writer = writer;
-    match Config::load(&opts.config.0, opts.config.1) {
-        Ok(new) => {
-            d.apply(tracking, &new, writer.as_deref_mut())?;
-            *config = new;
-            state.reloaded(tracking, None)?;
-            journal_daemon(writer, "reload", None)?;
-            tracing::info!("configuration reloaded: {} service(s)", config.services.len());
-        }
-        Err(e) => {
-            let why = e.to_string();
-            tracing::error!("reload failed, the previous rules stay: {why}");
-            state.reloaded(tracking, Some(&why))?;
-            journal_daemon(writer, "reload-failed", Some(why))?;
-        }
-    }
+    let failed = match Config::load(&opts.config.0, opts.config.1) {
+        Ok(new) => match d.apply(tracking, &new, writer.as_deref_mut()) {
+            Ok(()) => {
+                *config = new;
+                state.reloaded(tracking, None)?;
+                journal_daemon(writer, "reload", None)?;
+                tracing::info!("configuration reloaded: {} service(s)", config.services.len());
+                return Ok(());
+            }
+            // Valid, but it does not fit (a full rule map or registry): the daemon keeps
+            // running on the previous rules, put back in full.
+            Err(e) => {
+                if let Err(again) = d.apply(tracking, config, writer.as_deref_mut()) {
+                    tracing::error!("putting the previous rules back failed: {again}");
+                }
+                format!("applying {}: {e}", opts.config.0.display())
+            }
+        },
+        Err(e) => e.to_string(),
+    };
+    tracing::error!("reload failed, the previous rules stay: {failed}");
+    state.reloaded(tracking, Some(&failed))?;
+    journal_daemon(writer, "reload-failed", Some(failed))?;
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use crate::{
     sys::{
         cgroup::{self, Dedicated},
         clock,
-        procs::ProcTable,
+        procs::{self, ProcTable},
     },
     tracking::Tracking,
 };
@@ -125,9 +125,17 @@ pub struct Selection {
 pub fn collect(tracking: &Tracking, sel: &Selection) -> Result<Vec<Candidate>> {
     let service_id = sel.target.service.id;
     let tags: HashMap<u32, Tag> = tracking.service_tags(service_id).into_iter().collect();
-    let procs = ProcTable::scan();
     let root = sel.target.root;
-    let root_alive = root.is_some_and(|(pid, ticks)| procs.is_alive(pid, ticks));
+    // The whole /proc is walked only for the descendants of a live root: once the root is
+    // gone (as in every pass of a kill after the first), that evidence is gone too.
+    let root_alive = root.is_some_and(|(pid, ticks)| {
+        procs::stat(pid).is_some_and(|st| !procs::is_dead(&st) && st.starttime == ticks)
+    });
+    let procs = if root_alive {
+        ProcTable::scan()
+    } else {
+        ProcTable::default()
+    };
     let creators = Creators::new(tracking, &tags);
     let mut by_key: BTreeMap<(u32, u64), Candidate> = BTreeMap::new();
     let mut add = |pid: u32, ticks: u64, tag: Option<Tag>, f: &dyn Fn(&mut Evidence)| {
@@ -167,7 +175,12 @@ pub fn collect(tracking: &Tracking, sel: &Selection) -> Result<Vec<Candidate>> {
     if let (Some(dedicated), false) = (&sel.cgroup, sel.target.subtree) {
         let members = cgroup::members(&dedicated.dir)?;
         for &pid in &members {
-            if let Some(ticks) = procs.start_ticks(pid) {
+            let ticks = procs.start_ticks(pid).or_else(|| {
+                procs::stat(pid)
+                    .filter(|st| !procs::is_dead(st))
+                    .map(|st| st.starttime)
+            });
+            if let Some(ticks) = ticks {
                 add(pid, ticks, None, &|e| e.cgroup = true);
             }
         }
@@ -246,9 +259,11 @@ pub fn annotate_escapes(cands: &mut [Candidate], root: Option<(u32, u64)>) {
         let Some(facts) = escape::Facts::read(c.pid, v2.as_deref()) else {
             continue;
         };
-        let creator = (tag.creator_pid != 0)
-            .then(|| escape::Facts::read(tag.creator_pid, v2.as_deref()))
-            .flatten();
+        // The creator, if the process holding its PID number is still it.
+        let creator = (tag.creator_pid != 0
+            && procs::start_ticks(tag.creator_pid) == Some(clock::ns_to_ticks(tag.creator_start_ns)))
+        .then(|| escape::Facts::read(tag.creator_pid, v2.as_deref()))
+        .flatten();
         c.escape = escape::reasons(&tag, &facts, creator.as_ref(), &ctx);
         if c.left_cgroup && !c.escape.contains(&Reason::LeftCgroup) {
             c.escape.push(Reason::LeftCgroup);

@@ -35,13 +35,20 @@ impl Kill<'_> {
             // now are not this kill's alone.
             self.report.concurrent_kill = true;
         }
+        // The kernel's kills of the service are counted while this kill owns its doom (or,
+        // for a kill sharing another's doom, during the pass, flagged as shared), so two
+        // kills one after the other never both claim the same kills.
+        let id = self.sel.target.service.id;
+        let before = self.tracking.service_stats(id).kernel_kills;
         if !self.sel.target.subtree {
             self.cgroup_kill();
         }
         let result = self.doom_loop(owner, evidence_first);
+        let after = self.tracking.service_stats(id).kernel_kills;
         if owner {
-            self.tracking.undoom_service(self.sel.target.service.id);
+            self.tracking.undoom_service(id);
         }
+        self.report.kernel_kills += after.saturating_sub(before);
         result
     }
 

@@ -82,6 +82,10 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
         .steps
         .contains(&Step::Send(Signal::KILL))
         .then(RealTime::enter);
+    let registered_before = match &req.target {
+        Target::Service(name) => crate::lineage::registry::resolve(tracking, name).is_ok(),
+        Target::Process(_) => true,
+    };
     let found = match &req.target {
         Target::Service(name) => resolve::ensure_known(tracking, name, &req.discovery)?,
         Target::Process(_) => None,
@@ -129,10 +133,14 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
     }
     if req.dry_run {
         k.dry_run()?;
+        // A dry run leaves no trace: what discovery adopted for it is released again.
+        if let Some(found) = k.report.found.take() {
+            let id = k.sel.target.service.id;
+            crate::lineage::registry::release_adopted(k.tracking, id, !registered_before)?;
+            k.report.found = Some(format!("{found} (dry run: released again)"));
+        }
         return Ok(k.report);
     }
-    let service_id = k.sel.target.service.id;
-    let kernel_kills_before = k.tracking.service_stats(service_id).kernel_kills;
     for step in &req.schedule.steps {
         match *step {
             Step::Send(sig) if sig == Signal::KILL && k.sel.whom == Whom::All && req.for_user.is_none() => {
@@ -158,11 +166,6 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
             r.outcome = Outcome::CgroupKilled;
         }
     }
-    k.report.kernel_kills = k
-        .tracking
-        .service_stats(service_id)
-        .kernel_kills
-        .saturating_sub(kernel_kills_before);
     Ok(k.report)
 }
 

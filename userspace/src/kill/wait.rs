@@ -1,13 +1,15 @@
-//! Waiting for signalled processes to exit: poll(2) on their pidfds, no sleep loops. On a
-//! terminal, a live count of survivors is shown on stderr.
+//! Waiting for signalled processes to exit: every pidfd in one epoll set, so each exit is
+//! one event (a poll(2) over all of them after each exit would cost O(n²) for a large tree);
+//! no sleep loops. On a terminal, a live count of survivors is shown on stderr.
 
 use std::{
+    collections::HashSet,
     io::{IsTerminal, Write},
     os::fd::OwnedFd,
     time::{Duration, Instant},
 };
 
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::event::{epoll, Timespec};
 
 /// A process being waited for.
 #[derive(Debug)]
@@ -20,14 +22,37 @@ pub struct Waitee {
 
 /// Waits until every waitee has exited or `timeout` passes (None: forever). Returns the
 /// survivors; the ones that exited are dropped (their pidfds closed).
-pub fn wait_all(mut waitees: Vec<Waitee>, timeout: Option<Duration>) -> Vec<Waitee> {
+pub fn wait_all(waitees: Vec<Waitee>, timeout: Option<Duration>) -> Vec<Waitee> {
+    if waitees.is_empty() {
+        return waitees;
+    }
     // A deadline past what the clock can hold is no deadline.
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let set = match epoll::create(epoll::CreateFlags::CLOEXEC) {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::warn!("epoll_create failed: {e}");
+            return waitees;
+        }
+    };
+    let mut exited: HashSet<usize> = HashSet::new();
+    for (i, w) in waitees.iter().enumerate() {
+        if let Err(e) = epoll::add(
+            &set,
+            &w.pidfd,
+            epoll::EventData::new_u64(i as u64),
+            epoll::EventFlags::IN,
+        ) {
+            tracing::warn!("cannot wait for {}: {e}", w.pid);
+        }
+    }
     let tty = std::io::stderr().is_terminal();
     let mut shown = usize::MAX;
-    while !waitees.is_empty() {
-        if tty && shown != waitees.len() {
-            shown = waitees.len();
+    let mut events: Vec<epoll::Event> = Vec::with_capacity(waitees.len().min(1024));
+    while exited.len() < waitees.len() {
+        let left_count = waitees.len() - exited.len();
+        if tty && shown != left_count {
+            shown = left_count;
             eprint!("\r\x1b[Kwaiting for {shown} process(es) to exit...");
             let _ = std::io::stderr().flush();
         }
@@ -45,32 +70,31 @@ pub fn wait_all(mut waitees: Vec<Waitee>, timeout: Option<Duration>) -> Vec<Wait
             tv_sec: l.as_secs() as i64,
             tv_nsec: l.subsec_nanos() as i64,
         });
-        let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd<'_>> = waitees
-                .iter()
-                .map(|w| PollFd::new(&w.pidfd, PollFlags::IN))
-                .collect();
-            match poll(&mut fds, ts.as_ref()) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => {
-                    tracing::warn!("poll on pidfds failed: {e}");
-                    break;
-                }
+        events.clear();
+        match epoll::wait(&set, rustix::buffer::spare_capacity(&mut events), ts.as_ref()) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                tracing::warn!("waiting on pidfds failed: {e}");
+                break;
             }
-            fds.iter().map(|f| !f.revents().is_empty()).collect()
-        };
-        let mut i = 0;
-        waitees.retain(|_| {
-            let keep = !ready[i];
-            i += 1;
-            keep
-        });
+        }
+        for ev in &events {
+            let i = ev.data.u64() as usize;
+            if exited.insert(i) {
+                let _ = epoll::delete(&set, &waitees[i].pidfd);
+            }
+        }
     }
     if tty && shown != usize::MAX {
         eprint!("\r\x1b[K");
         let _ = std::io::stderr().flush();
     }
     waitees
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !exited.contains(i))
+        .map(|(_, w)| w)
+        .collect()
 }
 
 #[cfg(test)]

@@ -123,12 +123,18 @@ pub fn reasons(tag: &Tag, facts: &Facts<'_>, creator: Option<&Facts<'_>>, ctx: &
     }
     // Compared with the creator, or, when it has exited, with the service's main process.
     let reference = creator.or(ctx.main);
-    // A forked child starts in its creator's session, never as a session leader.
-    // ... and in its creator's process group: a group of its own, or another one, within the
-    // same session, is setpgid's doing.
-    if forked && (facts.sid == facts.pid || reference.is_some_and(|r| r.sid != facts.sid)) {
+    // A forked child starts in its creator's session and process group, never as a leader
+    // of either: leading one is setsid's or setpgid's doing. Another session or group counts
+    // only when it is neither the creator's (which may have moved on after the fork) nor the
+    // main process's; a creator that has exited leaves the main's as the reference, since
+    // the kernel does not record the session a process was forked in.
+    let elsewhere = |id: fn(&Facts<'_>) -> u32| {
+        let refs = [creator, ctx.main];
+        refs.iter().any(Option::is_some) && refs.iter().flatten().all(|r| id(r) != id(facts))
+    };
+    if forked && (facts.sid == facts.pid || elsewhere(|f| f.sid)) {
         out.push(Reason::NewSession);
-    } else if forked && (facts.pgid == facts.pid || reference.is_some_and(|r| r.pgid != facts.pgid)) {
+    } else if forked && (facts.pgid == facts.pid || elsewhere(|f| f.pgid)) {
         out.push(Reason::NewPgrp);
     }
     if forked {
@@ -221,11 +227,19 @@ mod tests {
             reasons(&tag, &moved, Some(&main), &ctx),
             vec![Reason::LeftCgroup, Reason::NewPidns]
         );
-        // A session differing from the live creator's, without leading one.
+        // The creator called setsid after forking: the child still shares the main's
+        // session, and went nowhere.
         let creator = facts(7, 5, 7, "svc", "/usr/bin/svc");
         let under = facts(8, 7, 5, "svc", "/usr/bin/svc");
+        assert!(reasons(&forked(7, "svc"), &under, Some(&creator), &ctx).is_empty());
+        // A child that stayed in its live creator's new session and group went nowhere
+        // either: the escape was the creator's.
+        let inherited = facts(10, 7, 7, "svc", "/usr/bin/svc");
+        assert!(reasons(&forked(7, "svc"), &inherited, Some(&creator), &ctx).is_empty());
+        // A session that is neither the live creator's nor the main's, without leading it.
+        let elsewhere = facts(11, 7, 3, "svc", "/usr/bin/svc");
         assert_eq!(
-            reasons(&forked(7, "svc"), &under, Some(&creator), &ctx),
+            reasons(&forked(7, "svc"), &elsewhere, Some(&creator), &ctx),
             vec![Reason::NewSession]
         );
         // setpgid(0, 0) in the creator's session: a group of its own.

@@ -183,6 +183,20 @@ pub fn forget(tracking: &mut Tracking, name: &str) -> Result<Service> {
     Ok(svc)
 }
 
+/// Undoes an adoption made for a dry run: removes every tag of service `id` (it had no live
+/// process before, or nothing would have been adopted) and, when `forget` (the name was
+/// registered for it), the service itself.
+pub fn release_adopted(tracking: &mut Tracking, id: u32, forget: bool) -> Result<()> {
+    let _lock = tracking.lock()?;
+    for (pid, _) in tracking.service_tags(id) {
+        tracking.remove_tag(pid);
+    }
+    if forget {
+        tracking.remove_service(id)?;
+    }
+    Ok(())
+}
+
 /// What [`release_unused`] did.
 #[derive(Debug, Default)]
 pub struct Released {

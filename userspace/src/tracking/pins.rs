@@ -135,8 +135,16 @@ impl PinLock {
     }
 }
 
-/// Detaches everything and removes the pins. Returns false when nothing was pinned.
+/// Detaches everything and removes the pins. Returns false when nothing was pinned;
+/// [`Error::Permission`] for anyone but root, pinned or not (a user who cannot look must not
+/// hear "nothing pinned").
 pub fn unload(paths: &PinPaths) -> Result<bool> {
+    if !rustix::process::geteuid().is_root() {
+        return Err(Error::Permission(format!(
+            "unload {}: only root detaches tracking",
+            paths.root().display()
+        )));
+    }
     if !paths.exists()? {
         return Ok(false);
     }

@@ -86,7 +86,7 @@ impl Bench {
         c.env("BPFKILL_PIN_DIR", &self.pins)
             .env("BPFKILL_JOURNAL_DIR", &self.journal)
             .env("BPFKILL_CONFIG", &self.config)
-            .env("BPFKILL_SOCKET", self.pins.with_extension("sock"))
+            .env("BPFKILL_SOCKET", self.journal.with_file_name("bpfkill.sock"))
             .env_remove("RUST_LOG");
         c
     }

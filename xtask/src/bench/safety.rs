@@ -92,7 +92,6 @@ pub fn cleanup() {
             .stderr(Stdio::null())
             .status();
     }
-    let _ = std::fs::remove_file(owned.pins.with_extension("sock"));
     for f in &owned.files {
         let _ = std::fs::remove_dir_all(f).or_else(|_| std::fs::remove_file(f));
     }

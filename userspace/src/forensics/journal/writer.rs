@@ -288,7 +288,13 @@ fn open_active(dir: &Path) -> Result<(File, u64)> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(&path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => Error::Usage(format!(
+                "journal file {} is a symbolic link, not a regular file",
+                path.display()
+            )),
+            _ => Error::io(format!("opening {}", path.display()), e),
+        })?;
     files::ensure_regular(&file, "journal file", &path)?;
     let mut size = file
         .metadata()

@@ -250,6 +250,9 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
             escape_reasons: reasons,
             lineage: if forked {
                 "forked"
+            } else if tag.flags & tag_flags::MAIN != 0 && tag.flags & tag_flags::ADOPTED != 0 {
+                // A root taken over while running: what came before is unknown.
+                "adopted"
             } else if tag.flags & tag_flags::MAIN != 0 {
                 "main"
             } else {

@@ -76,7 +76,7 @@ pub fn write_table(entries: &[PsEntry], wide: bool, out: &mut impl Write) -> io:
         let creator = match (e.creator_pid, e.creator_alive) {
             (Some(c), Some(false)) => format!("{c}†"),
             (Some(c), _) => c.to_string(),
-            (None, _) if e.lineage == "unknown" => "?".into(),
+            (None, _) if matches!(e.lineage, "unknown" | "adopted") => "?".into(),
             (None, _) => "-".into(),
         };
         let escaped = if e.escaped {

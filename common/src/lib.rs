@@ -84,6 +84,12 @@ pub mod programs {
     /// The task iterators behind `ps`: one [`crate::TaskSnapshot`] (then its command line)
     /// per live tagged process, read in one pass instead of ten /proc files per process. Two
     /// halves (even and odd tgids), so two CPUs can read them at once.
+    /// The in-kernel kill: a task iterator that sends SIGKILL to every doomed, tagged
+    /// process whose start time matches (the `bpf_send_signal_task` kfunc, Linux 6.13+).
+    pub const REAP: (&str, &str) = ("bpfkill_reap", "task");
+    /// The immediate of the reap program's kfunc call before the loader patches in the
+    /// kfunc's BTF id: a value no BTF id reaches.
+    pub const KFUNC_PLACEHOLDER: u32 = 0x7ead_c0de;
     pub const SNAPSHOT: [(&str, &str); 2] = [
         ("bpfkill_snapshot_even", "task"),
         ("bpfkill_snapshot_odd", "task"),

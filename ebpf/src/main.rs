@@ -3,6 +3,8 @@
 //! `LAYOUT` global; nothing here hardcodes a kernel's layout.
 #![no_std]
 #![no_main]
+// The reap program's kfunc call is a raw instruction (see probes/reap.rs).
+#![feature(asm_experimental_arch)]
 
 mod event;
 mod kernel;

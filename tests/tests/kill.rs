@@ -400,3 +400,38 @@ fn a_sigkill_kills_the_services_own_cgroup_whole_and_the_tags_catch_what_left_it
     assert_eq!(m["signals"], serde_json::json!(["SIGKILL"]), "{m}");
     assert_eq!(m["left_cgroup"], true, "{m}");
 }
+
+#[test]
+fn a_sigkill_is_sent_in_the_kernel_where_it_can_be_and_from_userspace_otherwise() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let in_kernel = inst.status().1["kernel_kill"] == true;
+    if !in_kernel {
+        eprintln!("the kernel lacks bpf_send_signal_task (6.13+): only the userspace path runs");
+    }
+    for userspace in [false, true] {
+        let service = unique("reap");
+        let _tree = inst.run_service(&service, &["spawn", "50"]);
+        let pids = inst.ps_pids(&service);
+        assert_eq!(pids.len(), 51, "{pids:?}");
+        let mut cmd = inst.cmd();
+        if userspace {
+            cmd.env("BPFKILL_NO_KERNEL_KILL", "1");
+        }
+        let out = cmd
+            .args(["-s", "KILL", "--service", &service, "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", text(&out));
+        let summary = json_lines(&out).pop().unwrap();
+        assert_eq!(summary["signalled"], 51, "{summary}");
+        let expected = if in_kernel && !userspace { 51 } else { 0 };
+        assert_eq!(summary["signalled_in_kernel"], expected, "{summary}");
+        for pid in pids {
+            assert!(
+                wait_gone(pid, GONE),
+                "{pid} survived (userspace path: {userspace})"
+            );
+        }
+    }
+}

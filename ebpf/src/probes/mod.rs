@@ -4,6 +4,7 @@ mod doom;
 mod exec;
 mod exit;
 mod fork;
+mod reap;
 mod snapshot;
 
 use aya_ebpf::programs::RawTracePointContext;

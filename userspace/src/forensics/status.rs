@@ -79,6 +79,9 @@ pub struct Status {
     /// The kernel programs' log level, fixed at load (`off`, `error`, `warn`, `info`,
     /// `debug`); null when tracking is not loaded.
     pub kernel_log: Option<String>,
+    /// A SIGKILL of a service is sent in the kernel (the reap task iterator, Linux 6.13+);
+    /// false: from userspace, one verified pidfd at a time.
+    pub kernel_kill: bool,
     /// Events the kernel could not deliver (the ring buffer was full).
     pub events_lost: u64,
     /// Fill of each map in percent: `tags`, `registry`, `exe_rules`, `comm_rules`,
@@ -205,6 +208,7 @@ pub fn gather(paths: &PinPaths) -> Result<Status> {
             .as_ref()
             .and_then(|t| t.layout().ok())
             .map(|l| KernelLogLevel(l.log_level).to_string()),
+        kernel_kill: tracking.is_some() && crate::tracking::reap::available(paths),
         events_lost: 0,
         map_fill: BTreeMap::new(),
     };
@@ -353,6 +357,14 @@ pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
     writeln!(out, "layout:   {}", s.layout)?;
     if let Some(level) = &s.kernel_log {
         writeln!(out, "kernel log: {level} (fixed at load; the daemon forwards it)")?;
+    }
+    if s.live {
+        let how = if s.kernel_kill {
+            "in the kernel (bpf_send_signal_task from a task iterator), identity checked there"
+        } else {
+            "from userspace, one verified pidfd per process (the kernel lacks bpf_send_signal_task, 6.13+)"
+        };
+        writeln!(out, "SIGKILL:  {how}")?;
     }
     for (tp, fields) in &s.tracepoint_formats {
         writeln!(out, "format:   {tp}: {fields}")?;

@@ -110,6 +110,23 @@ pub struct Candidate {
     pub escape: Vec<Reason>,
 }
 
+impl Candidate {
+    /// A process known by its tag alone.
+    pub fn tagged(pid: u32, tag: Tag) -> Self {
+        Self {
+            pid,
+            start_ticks: clock::ns_to_ticks(tag.start_ns),
+            tag: Some(tag),
+            evidence: Evidence {
+                tag: true,
+                ..Evidence::default()
+            },
+            left_cgroup: false,
+            escape: Vec::new(),
+        }
+    }
+}
+
 /// What to collect.
 #[derive(Debug, Clone)]
 pub struct Selection {
@@ -207,20 +224,15 @@ pub fn tagged(tracking: &Tracking, service_id: u32) -> Vec<Candidate> {
     let mut out: Vec<Candidate> = tracking
         .service_tags(service_id)
         .into_iter()
-        .map(|(pid, tag)| Candidate {
-            pid,
-            start_ticks: clock::ns_to_ticks(tag.start_ns),
-            tag: Some(tag),
-            evidence: Evidence {
-                tag: true,
-                ..Evidence::default()
-            },
-            left_cgroup: false,
-            escape: Vec::new(),
-        })
+        .map(|(pid, tag)| Candidate::tagged(pid, tag))
         .collect();
     out.sort_unstable_by_key(|c| c.pid);
     out
+}
+
+/// The tagged process `pid`, as a candidate, if it has a tag.
+pub fn tagged_one(tracking: &Tracking, pid: u32) -> Option<Candidate> {
+    tracking.tag(pid).map(|tag| Candidate::tagged(pid, tag))
 }
 
 /// For a PID subtree: the tagged processes of the service that the subtree leaves out

@@ -9,11 +9,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{candidates::Candidate, report::Outcome, wait::wait_all, Kill};
+use super::{
+    candidates::{self, Candidate},
+    report::Outcome,
+    wait::{wait_all, wait_while_exiting, Waitee},
+    Kill,
+};
 use crate::{
     error::Result,
     sys::{cgroup, clock, identity, procs, signal::Signal},
-    tracking,
+    tracking::{self, reap},
 };
 
 /// How long doom mode keeps collecting and killing before it reports what is left: long
@@ -119,6 +124,9 @@ impl Kill<'_> {
         let deadline = Instant::now() + DOOM_LIMIT;
         let mut handled = HashSet::new();
         let mut first = true;
+        // The first pass kills in the kernel where it can: this kill owns the service's doom,
+        // so every doomed process is this service's (or another kill's, left to it).
+        let mut reap_now = owner && reap::available(self.tracking.paths());
         loop {
             let cands = if std::mem::take(&mut first) {
                 self.first_candidates(evidence_first)?
@@ -131,10 +139,13 @@ impl Kill<'_> {
             if left == 0 {
                 break;
             }
-            let fresh: Vec<Candidate> = cands
+            let mut fresh: Vec<Candidate> = cands
                 .into_iter()
                 .filter(|c| handled.insert((c.pid, c.start_ticks)))
                 .collect();
+            if std::mem::take(&mut reap_now) {
+                fresh = self.reap_in_kernel(fresh, &mut handled);
+            }
             // Verify and doom every target first, so the kernel starts killing forkers at
             // once; then signal them. (A service doomed whole by this kill needs no doom per
             // process.)
@@ -158,7 +169,15 @@ impl Kill<'_> {
             for (c, fd) in verified {
                 self.send(c, fd, Signal::KILL);
             }
-            self.live = wait_all(std::mem::take(&mut self.live), Some(DOOM_SETTLE));
+            if self.live.is_empty() {
+                // Only processes killed in the kernel without a pidfd are left: their tags go
+                // at their exit.
+                std::thread::sleep(DOOM_SETTLE);
+            }
+            // Collect again once the signalled are gone, or stop dying for DOOM_SETTLE (a
+            // forker's children are killed by the kernel meanwhile): a tree of 10,000 is
+            // not re-read every few milliseconds while it dies.
+            self.live = wait_while_exiting(std::mem::take(&mut self.live), DOOM_SETTLE, deadline);
             if Instant::now() >= deadline {
                 tracing::warn!("doom mode gave up after {DOOM_LIMIT:?}; reporting what is left");
                 // Whoever outlives the last wait is a survivor: the report counts them and
@@ -170,6 +189,57 @@ impl Kill<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Runs the in-kernel kill once and records what it signalled (the kernel checked each
+    /// one's exact start time against its tag); returns the candidates it did not reach, for
+    /// the userspace pass.
+    fn reap_in_kernel(&mut self, fresh: Vec<Candidate>, handled: &mut HashSet<(u32, u64)>) -> Vec<Candidate> {
+        let reaped: HashSet<u32> = match reap::reap(self.tracking.paths()) {
+            Ok(pids) => pids.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!("the kernel kill failed, signalling from userspace: {e}");
+                return fresh;
+            }
+        };
+        let id = self.sel.target.service.id;
+        let mut seen = HashSet::new();
+        let mut rest = Vec::with_capacity(fresh.len());
+        for c in fresh {
+            if reaped.contains(&c.pid) && c.tag.is_some_and(|t| t.service_id == id) {
+                seen.insert(c.pid);
+                self.record_kernel_kill(&c);
+            } else {
+                rest.push(c);
+            }
+        }
+        // Tagged after the map was read (children forked meanwhile): ours if their tag says so.
+        for pid in reaped.difference(&seen) {
+            if let Some(c) = candidates::tagged_one(self.tracking, *pid)
+                .filter(|c| c.tag.is_some_and(|t| t.service_id == id))
+            {
+                if handled.insert((c.pid, c.start_ticks)) {
+                    self.record_kernel_kill(&c);
+                }
+            }
+        }
+        rest
+    }
+
+    fn record_kernel_kill(&mut self, c: &Candidate) {
+        let comm = c.tag.map(|t| bpfkill_common::user::c_str(&t.comm).into_owned());
+        let r = self.result_mut(c);
+        r.outcome = Outcome::Signalled;
+        r.signals.push(Signal::KILL);
+        r.in_kernel = true;
+        r.comm = comm;
+        // Opened after the kill, for waiting only (nothing is ever sent to it): at worst, a
+        // PID reused within microseconds is waited for until the settle time.
+        if let Some(pidfd) = rustix::process::Pid::from_raw(c.pid as i32)
+            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+        {
+            self.live.push(Waitee { pid: c.pid, pidfd });
+        }
     }
 
     /// True when a candidate was handled and can never be signalled (protected, recycled,

@@ -257,7 +257,14 @@ impl Kill<'_> {
     fn finish_wait(&mut self) -> Result<()> {
         let alive: HashSet<u32> = self.live.iter().map(|w| w.pid).collect();
         for r in &mut self.report.results {
-            if !r.signals.is_empty() {
+            if r.in_kernel {
+                // Its pidfd was opened after the kill, so /proc decides: alive is its tagged
+                // start time still there.
+                let c = &r.candidate;
+                let living = procs::stat(c.pid)
+                    .is_some_and(|st| !procs::is_dead(&st) && st.starttime == c.start_ticks);
+                r.exited = Some(!living);
+            } else if !r.signals.is_empty() {
                 r.exited = Some(!alive.contains(&r.candidate.pid));
             }
         }

@@ -74,6 +74,8 @@ pub struct ProcessResult {
     pub outcome: Outcome,
     /// After waiting: whether it exited (None when the kill did not wait).
     pub exited: Option<bool>,
+    /// Signalled by the in-kernel kill (which checked its exact start time).
+    pub in_kernel: bool,
 }
 
 impl ProcessResult {
@@ -85,6 +87,7 @@ impl ProcessResult {
             signals: Vec::new(),
             outcome: Outcome::Gone,
             exited: None,
+            in_kernel: false,
         }
     }
 }
@@ -154,6 +157,8 @@ struct JsonProcess<'a> {
     outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     exited: Option<bool>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    in_kernel: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
 }
@@ -172,6 +177,7 @@ struct JsonSummary<'a> {
     failed: usize,
     survivors: usize,
     kernel_kills: u64,
+    signalled_in_kernel: usize,
     cgroup_killed: usize,
     concurrent_kill: bool,
     untagged: u64,
@@ -263,7 +269,8 @@ impl KillReport {
             let mut what = match &r.outcome {
                 Outcome::Signalled => {
                     let sigs: Vec<String> = r.signals.iter().map(|s| s.name()).collect();
-                    format!("sent {}", sigs.join(", "))
+                    let how = if r.in_kernel { " in the kernel" } else { "" };
+                    format!("sent {}{how}", sigs.join(", "))
                 }
                 Outcome::WouldSignal => format!("would send {}", self.signal),
                 other => match other.detail() {
@@ -362,6 +369,7 @@ impl KillReport {
                 signals: r.signals.iter().map(|s| s.name()).collect(),
                 outcome: r.outcome.name(),
                 exited: r.exited,
+                in_kernel: r.in_kernel,
                 detail: r.outcome.detail(),
             };
             serde_json::to_writer(&mut *out, &obj)?;
@@ -380,6 +388,7 @@ impl KillReport {
             failed: self.count(|r| matches!(r.outcome, Outcome::Failed(_))),
             survivors: self.survivors(),
             kernel_kills: self.kernel_kills,
+            signalled_in_kernel: self.count(|r| r.in_kernel),
             cgroup_killed: self.cgroup_killed.len(),
             concurrent_kill: self.concurrent_kill,
             untagged: self.untagged,

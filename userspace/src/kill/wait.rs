@@ -23,11 +23,21 @@ pub struct Waitee {
 /// Waits until every waitee has exited or `timeout` passes (None: forever). Returns the
 /// survivors; the ones that exited are dropped (their pidfds closed).
 pub fn wait_all(waitees: Vec<Waitee>, timeout: Option<Duration>) -> Vec<Waitee> {
+    // A deadline past what the clock can hold is no deadline.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    wait(waitees, deadline, None)
+}
+
+/// Waits while the waitees keep exiting: returns once all have exited, once none exited for
+/// `idle`, or at `deadline`. Returns the survivors.
+pub fn wait_while_exiting(waitees: Vec<Waitee>, idle: Duration, deadline: Instant) -> Vec<Waitee> {
+    wait(waitees, Some(deadline), Some(idle))
+}
+
+fn wait(waitees: Vec<Waitee>, deadline: Option<Instant>, idle: Option<Duration>) -> Vec<Waitee> {
     if waitees.is_empty() {
         return waitees;
     }
-    // A deadline past what the clock can hold is no deadline.
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let set = match epoll::create(epoll::CreateFlags::CLOEXEC) {
         Ok(set) => set,
         Err(e) => {
@@ -66,6 +76,10 @@ pub fn wait_all(waitees: Vec<Waitee>, timeout: Option<Duration>) -> Vec<Waitee> 
             }
             None => None,
         };
+        let left = match (left, idle) {
+            (Some(l), Some(i)) => Some(l.min(i)),
+            (l, i) => l.or(i),
+        };
         let ts = left.map(|l| Timespec {
             tv_sec: l.as_secs() as i64,
             tv_nsec: l.subsec_nanos() as i64,
@@ -83,6 +97,9 @@ pub fn wait_all(waitees: Vec<Waitee>, timeout: Option<Duration>) -> Vec<Waitee> 
             if exited.insert(i) {
                 let _ = epoll::delete(&set, &waitees[i].pidfd);
             }
+        }
+        if events.is_empty() && idle.is_some() {
+            break; // nothing exited for `idle`
         }
     }
     if tty && shown != usize::MAX {

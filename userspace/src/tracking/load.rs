@@ -23,6 +23,7 @@ use super::{
     maps::Tracking,
     migrate::{self, Migration},
     pins::{create_private_dir, PinLock, PinPaths},
+    reap,
 };
 use crate::{
     error::{Error, Result},
@@ -127,8 +128,19 @@ fn attach(paths: &PinPaths, opts: &LoadOptions) -> Result<(LoadOutcome, PinLock)
     let kernel_types = aya::Btf::from_sys_fs()
         .inspect_err(|e| tracing::warn!("ps will read /proc: cannot read the kernel BTF ({e})"))
         .ok();
-    let mut ebpf = load_object(paths, &kernel_layout, opts.max_tags, kernel_types.as_ref())
-        .map_err(|e| Error::ebpf("load the bpfkill programs", e))?;
+    // With the kfunc behind the in-kernel kill, the object's call to it is patched in.
+    let patched = kernel_types
+        .as_ref()
+        .and_then(|btf| reap::patched_object(OBJECT, btf));
+    let object = patched.as_ref().map_or(OBJECT, reap::Object::bytes);
+    let mut ebpf = load_object(
+        object,
+        paths,
+        &kernel_layout,
+        opts.max_tags,
+        kernel_types.as_ref(),
+    )
+    .map_err(|e| Error::ebpf("load the bpfkill programs", e))?;
 
     {
         let map = ebpf
@@ -169,6 +181,19 @@ fn attach(paths: &PinPaths, opts: &LoadOptions) -> Result<(LoadOutcome, PinLock)
             }
         }
     }
+    // The in-kernel kill, where the kernel has its kfunc; kills signal from userspace
+    // otherwise.
+    let _ = fs::remove_file(paths.link(programs::REAP.0));
+    if let (Some(btf), Some(_)) = (&kernel_types, &patched) {
+        let (name, iter_type) = programs::REAP;
+        match attach_snapshot(&mut ebpf, paths, btf, name, iter_type) {
+            Ok(()) => attached += 1,
+            Err(e) => {
+                tracing::warn!("kills will signal from userspace: the kernel kill did not load ({e})");
+                let _ = fs::remove_file(paths.link(name));
+            }
+        }
+    }
     // Verified now, so that a kill only attaches it; without the pin a kill loads it itself.
     if let Err(e) = pin_doom(&mut ebpf, paths) {
         tracing::warn!("the doom program is not pinned; each SIGKILL will load it ({e})");
@@ -182,6 +207,7 @@ fn attach(paths: &PinPaths, opts: &LoadOptions) -> Result<(LoadOutcome, PinLock)
 /// layout and its log level as globals. `btf` is the kernel's, for the programs that need its
 /// types (the iterators); the tracking and doom programs do not.
 fn load_object(
+    object: &[u8],
     paths: &PinPaths,
     layout: &KernelLayout,
     max_tags: u32,
@@ -198,7 +224,7 @@ fn load_object(
         .override_global("LAYOUT", layout, true)
         .override_global(aya_log::LEVEL, &log_level, true)
         .map_max_entries(maps::TAGS, max_tags)
-        .load(OBJECT)
+        .load(object)
 }
 
 /// aya-log's ring buffer, as aya-log-ebpf declares it.
@@ -223,7 +249,8 @@ fn attach_snapshots(ebpf: &mut Ebpf, paths: &PinPaths, btf: &aya::Btf) -> Result
     Ok(programs::SNAPSHOT.len())
 }
 
-/// Loads the sleepable task iterator behind `ps` and pins its link, whose every read runs it.
+/// Loads a task iterator (`ps`'s sleepable ones, the kernel kill) and pins its link, whose
+/// every read runs it.
 fn attach_snapshot(
     ebpf: &mut Ebpf,
     paths: &PinPaths,
@@ -302,7 +329,7 @@ pub fn arm_doom(tracking: &Tracking) -> Result<Doom> {
         return Ok(Doom::Pinned(Box::new(program)));
     }
     let layout = tracking.layout()?;
-    let mut ebpf = load_object(paths, &layout, tracking.max_tags(), None)
+    let mut ebpf = load_object(OBJECT, paths, &layout, tracking.max_tags(), None)
         .map_err(|e| Error::ebpf("load the doom program", e))?;
     load_and_attach(&mut ebpf, name, tracepoint)?;
     Ok(Doom::Loaded(ebpf))

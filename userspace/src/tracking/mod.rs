@@ -1,7 +1,8 @@
 //! The kernel side seen from userspace: loading and pinning the programs ([`load`], [`pins`]),
 //! typed access to their maps ([`maps`], read in bulk by [`batch`]), the kernel structure layout they are loaded with
 //! ([`layout`]), the events they emit ([`events`]) and their diagnostics ([`kernel_log`]);
-//! carrying an older version's live tracking over on upgrade ([`migrate`]).
+//! carrying an older version's live tracking over on upgrade ([`migrate`]); the in-kernel
+//! kill ([`reap`]).
 
 mod batch;
 pub mod events;
@@ -11,6 +12,7 @@ pub mod load;
 pub mod maps;
 pub mod migrate;
 pub mod pins;
+pub mod reap;
 
 pub use kernel_log::{KernelLog, KernelLogLevel};
 pub use load::{arm_doom, load, Doom, LoadOptions, LoadOutcome, LoadReport};

@@ -79,6 +79,28 @@ pub unsafe fn load_at<T: Copy>(base: *const u8, off: u32) -> T {
     unsafe { core::ptr::read_volatile(base.wrapping_add(off as usize) as *const T) }
 }
 
+/// A task iterator's context: its output (`seq_file`) and its task, None at the end of the
+/// walk.
+#[inline(always)]
+pub fn iter_task(ctx: *mut core::ffi::c_void) -> Option<(*mut core::ffi::c_void, *const u8)> {
+    // struct bpf_iter__task { struct bpf_iter_meta *meta; struct task_struct *task; }
+    // SAFETY: the iterator's context has this layout; the verifier checks both loads.
+    let (meta, task) = unsafe {
+        let fields = ctx as *const *const u8;
+        (
+            core::ptr::read_volatile(fields),
+            core::ptr::read_volatile(fields.add(1)),
+        )
+    };
+    if meta.is_null() || task.is_null() {
+        return None;
+    }
+    // struct bpf_iter_meta { struct seq_file *seq; ... }
+    // SAFETY: as above.
+    let seq = unsafe { core::ptr::read_volatile(meta as *const *mut core::ffi::c_void) };
+    Some((seq, task))
+}
+
 impl Task {
     /// The task running this program.
     #[inline(always)]

@@ -15,7 +15,7 @@ use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, generated::bpf_seq_write};
 use bpfkill_common::{programs::KFUNC_PLACEHOLDER, SIGKILL};
 
 use crate::{
-    kernel::{is_tagged_start, layout, load_at, LAYOUT},
+    kernel::{is_tagged_start, iter_task, layout, load_at, LAYOUT},
     maps::{is_doomed, TAGS},
 };
 
@@ -25,18 +25,9 @@ const PIDTYPE_TGID: u64 = 1;
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task")]
 pub fn bpfkill_reap(ctx: *mut c_void) -> i32 {
-    // struct bpf_iter__task { struct bpf_iter_meta *meta; struct task_struct *task; }
-    // SAFETY: the iterator's context has this layout; the verifier checks both loads.
-    let (meta, task) = unsafe {
-        let fields = ctx as *const *const u8;
-        (
-            core::ptr::read_volatile(fields),
-            core::ptr::read_volatile(fields.add(1)),
-        )
-    };
-    if meta.is_null() || task.is_null() {
+    let Some((seq, task)) = iter_task(ctx) else {
         return 0;
-    }
+    };
     // SAFETY: task is the iterator's (BTF-typed) task; the offsets are LAYOUT's.
     let (pid, tgid): (u32, u32) = unsafe {
         (
@@ -63,11 +54,8 @@ pub fn bpfkill_reap(ctx: *mut c_void) -> i32 {
     }
     // SAFETY: task is a trusted, non-NULL task pointer, as the kfunc requires.
     if unsafe { send_signal_task(task, SIGKILL) } == 0 {
-        // SAFETY: meta's first field is the seq_file; the PID lives on this stack.
-        unsafe {
-            let seq = core::ptr::read_volatile(meta as *const *mut c_void);
-            bpf_seq_write(seq as *mut _, &tgid as *const u32 as *const c_void, 4);
-        }
+        // SAFETY: seq is the iterator's seq_file; the PID lives on this stack.
+        unsafe { bpf_seq_write(seq as *mut _, &tgid as *const u32 as *const c_void, 4) };
     }
     0
 }

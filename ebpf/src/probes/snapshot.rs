@@ -16,7 +16,7 @@ use aya_ebpf::{
 use bpfkill_common::{snapshot_flags, TaskSnapshot, SNAPSHOT_CMDLINE_MAX};
 
 use crate::{
-    kernel::{layout, load_at, read_at, ReadError},
+    kernel::{iter_task, layout, load_at, read_at, ReadError},
     maps::TAGS,
 };
 
@@ -39,21 +39,9 @@ pub fn bpfkill_snapshot_odd(ctx: *mut c_void) -> i32 {
 
 #[inline(always)]
 fn snapshot(ctx: *mut c_void, parity: u32) -> i32 {
-    // struct bpf_iter__task { struct bpf_iter_meta *meta; struct task_struct *task; }
-    // SAFETY: the iterator's context has this layout; the verifier checks both loads.
-    let (meta, task) = unsafe {
-        let fields = ctx as *const *const u8;
-        (
-            core::ptr::read_volatile(fields),
-            core::ptr::read_volatile(fields.add(1)),
-        )
-    };
-    if meta.is_null() || task.is_null() {
+    let Some((seq, task)) = iter_task(ctx) else {
         return 0;
-    }
-    // struct bpf_iter_meta { struct seq_file *seq; ... }
-    // SAFETY: as above.
-    let seq = unsafe { core::ptr::read_volatile(meta as *const *mut c_void) };
+    };
     let _ = try_snapshot(seq, task, parity);
     0
 }

@@ -509,6 +509,19 @@ pub mod snapshot_flags {
     pub const NO_CMDLINE: u32 = 2;
 }
 
+/// What the in-kernel kill (the reap iterator) writes for each process it signalled: the
+/// report needs nothing else, so the tag map is read after the kill, not before it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// The process (its tgid).
+    pub pid: u32,
+    /// Padding (zero).
+    pub reserved: u32,
+    /// Its tag when it was signalled.
+    pub tag: Tag,
+}
+
 /// What the task iterator writes for one live tagged process (a thread-group leader),
 /// followed by `cmdline_len` bytes of its command line (NUL-separated arguments).
 #[repr(C)]

@@ -5,7 +5,8 @@
 use std::{borrow::Cow, string::String};
 
 use crate::{
-    DaemonState, Event, ExeKey, Ghost, KernelLayout, LeaveKey, ServiceRecord, ServiceStats, Tag, TaskSnapshot,
+    DaemonState, Event, ExeKey, Ghost, KernelLayout, LeaveKey, Reaped, ServiceRecord, ServiceStats, Tag,
+    TaskSnapshot,
 };
 
 // SAFETY: all of these are #[repr(C)] structs of integers and byte arrays, with no implicit
@@ -20,6 +21,7 @@ unsafe impl aya::Pod for ServiceStats {}
 unsafe impl aya::Pod for ExeKey {}
 unsafe impl aya::Pod for DaemonState {}
 unsafe impl aya::Pod for LeaveKey {}
+unsafe impl aya::Pod for Reaped {}
 
 /// Reads a record of type `T` from the start of `bytes` (which need not be aligned); None
 /// when `bytes` is shorter than a record.

@@ -2,8 +2,8 @@
 //! sends SIGKILL, with the `bpf_send_signal_task` kfunc (Linux 6.13+), to the thread group of
 //! every live tagged leader whose service (or tag) is doomed, unless it is spared, after
 //! checking its exact start time against its tag: one read(2) kills a whole service, each
-//! process identified as surely as a pidfd and a /proc start time would. The PID of each
-//! process signalled is written to the iterator's output for the report.
+//! process identified as surely as a pidfd and a /proc start time would. Each process
+//! signalled is written to the iterator's output with its tag ([`Reaped`]), for the report.
 //!
 //! aya 0.14 cannot resolve kfuncs, so the call is a raw instruction whose BTF id the loader
 //! patches in from the running kernel's BTF (`KFUNC_PLACEHOLDER`); where the kernel lacks the
@@ -12,7 +12,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, generated::bpf_seq_write};
-use bpfkill_common::{programs::KFUNC_PLACEHOLDER, SIGKILL};
+use bpfkill_common::{programs::KFUNC_PLACEHOLDER, Reaped, SIGKILL};
 
 use crate::{
     kernel::{is_tagged_start, iter_task, layout, load_at, LAYOUT},
@@ -54,8 +54,14 @@ pub fn bpfkill_reap(ctx: *mut c_void) -> i32 {
     }
     // SAFETY: task is a trusted, non-NULL task pointer, as the kfunc requires.
     if unsafe { send_signal_task(task, SIGKILL) } == 0 {
-        // SAFETY: seq is the iterator's seq_file; the PID lives on this stack.
-        unsafe { bpf_seq_write(seq as *mut _, &tgid as *const u32 as *const c_void, 4) };
+        let rec = Reaped {
+            pid: tgid,
+            reserved: 0,
+            tag,
+        };
+        let size = core::mem::size_of::<Reaped>() as u32;
+        // SAFETY: seq is the iterator's seq_file; the record lives on this stack.
+        unsafe { bpf_seq_write(seq as *mut _, &rec as *const Reaped as *const c_void, size) };
     }
     0
 }

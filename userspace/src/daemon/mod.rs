@@ -102,7 +102,11 @@ async fn serve(paths: &PinPaths, opts: &Options) -> Result<()> {
         }
         None => None,
     };
+    let loaded_by_child = !paths.is_live()? && load_in_child(paths, &opts.load);
     match tracking::load(paths, &opts.load)?.outcome {
+        tracking::LoadOutcome::Adopted if loaded_by_child => {
+            tracing::info!("tracking loaded, pinned under {}", paths.root().display())
+        }
         tracking::LoadOutcome::Adopted => {
             tracing::info!("adopted pinned tracking under {}", paths.root().display())
         }
@@ -251,6 +255,35 @@ fn drain_events(
         }
     }
     Ok(handled)
+}
+
+/// Loads tracking in a child process (`bpfkill load`), so that the tens of MiB that parsing
+/// the kernel's BTF takes never count in the long-lived daemon's memory. False when that did
+/// not work; the daemon then loads it itself.
+fn load_in_child(paths: &PinPaths, opts: &tracking::LoadOptions) -> bool {
+    let Ok(exe) = std::env::current_exe() else {
+        return false;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("load")
+        .arg("--max-tags")
+        .arg(opts.max_tags.to_string())
+        .env(tracking::PIN_DIR_ENV, paths.root())
+        .stdout(std::process::Stdio::null());
+    if let Some(level) = opts.kernel_log {
+        cmd.arg("--kernel-log").arg(level.to_string());
+    }
+    match cmd.status() {
+        Ok(st) if st.success() => true,
+        Ok(st) => {
+            tracing::warn!("loading tracking in a child process failed ({st}); loading it here");
+            false
+        }
+        Err(e) => {
+            tracing::warn!("cannot run bpfkill load ({e}); loading tracking here");
+            false
+        }
+    }
 }
 
 /// SIGHUP: the configuration again; a broken one keeps the previous rules and says why.

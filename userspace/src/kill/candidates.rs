@@ -230,11 +230,6 @@ pub fn tagged(tracking: &Tracking, service_id: u32) -> Vec<Candidate> {
     out
 }
 
-/// The tagged process `pid`, as a candidate, if it has a tag.
-pub fn tagged_one(tracking: &Tracking, pid: u32) -> Option<Candidate> {
-    tracking.tag(pid).map(|tag| Candidate::tagged(pid, tag))
-}
-
 /// For a PID subtree: the tagged processes of the service that the subtree leaves out
 /// because their lineage is unknown (they, or the ancestor their recorded lineage stops at,
 /// were adopted by `track`), so they may descend from the root without bpfkill knowing.

@@ -10,14 +10,14 @@ use std::{
 };
 
 use super::{
-    candidates::{self, Candidate},
+    candidates::Candidate,
     report::Outcome,
     wait::{wait_all, wait_while_exiting, Waitee},
     Kill,
 };
 use crate::{
     error::Result,
-    sys::{cgroup, clock, identity, procs, signal::Signal},
+    sys::{cgroup, clock, identity, procs, realtime, signal::Signal},
     tracking::{self, reap},
 };
 
@@ -127,11 +127,26 @@ impl Kill<'_> {
         // The first pass kills in the kernel where it can: this kill owns the service's doom,
         // so every doomed process is this service's (or another kill's, left to it).
         let mut reap_now = owner && reap::available(self.tracking.paths());
+        let mut _calm = None;
+        // --json and -v: every candidate's evidence is recorded before anything is signalled.
+        let mut gathered = None;
+        if evidence_first {
+            let cands = self.first_candidates(true)?;
+            for c in &cands {
+                self.result_mut(c);
+            }
+            gathered = Some(cands);
+        }
         loop {
-            let cands = if std::mem::take(&mut first) {
-                self.first_candidates(evidence_first)?
-            } else {
-                self.collect()?
+            // Killed first, read after: the kernel kill needs no tag map read before it.
+            // Then the rest runs at normal priority, behind the dying processes.
+            if std::mem::take(&mut reap_now) && self.reap_in_kernel(&mut handled) {
+                _calm = Some(realtime::Normal::enter());
+            }
+            let cands = match (std::mem::take(&mut first), gathered.take()) {
+                (true, Some(cands)) => cands,
+                (true, None) => self.first_candidates(false)?,
+                _ => self.collect()?,
             };
             // Done when no target is left but those that cannot be signalled: the tags of
             // the dead are removed at exit, and zombies are not candidates.
@@ -139,13 +154,10 @@ impl Kill<'_> {
             if left == 0 {
                 break;
             }
-            let mut fresh: Vec<Candidate> = cands
+            let fresh: Vec<Candidate> = cands
                 .into_iter()
                 .filter(|c| handled.insert((c.pid, c.start_ticks)))
                 .collect();
-            if std::mem::take(&mut reap_now) {
-                fresh = self.reap_in_kernel(fresh, &mut handled);
-            }
             // Verify and doom every target first, so the kernel starts killing forkers at
             // once; then signal them. (A service doomed whole by this kill needs no doom per
             // process.)
@@ -191,39 +203,26 @@ impl Kill<'_> {
         Ok(())
     }
 
-    /// Runs the in-kernel kill once and records what it signalled (the kernel checked each
-    /// one's exact start time against its tag); returns the candidates it did not reach, for
-    /// the userspace pass.
-    fn reap_in_kernel(&mut self, fresh: Vec<Candidate>, handled: &mut HashSet<(u32, u64)>) -> Vec<Candidate> {
-        let reaped: HashSet<u32> = match reap::reap(self.tracking.paths()) {
-            Ok(pids) => pids.into_iter().collect(),
+    /// Runs the in-kernel kill once and records what it signalled of this service (the
+    /// kernel checked each one's exact start time against its tag) as handled.
+    /// True when it signalled anything.
+    fn reap_in_kernel(&mut self, handled: &mut HashSet<(u32, u64)>) -> bool {
+        let reaped = match reap::reap(self.tracking.paths()) {
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!("the kernel kill failed, signalling from userspace: {e}");
-                return fresh;
+                return false;
             }
         };
         let id = self.sel.target.service.id;
-        let mut seen = HashSet::new();
-        let mut rest = Vec::with_capacity(fresh.len());
-        for c in fresh {
-            if reaped.contains(&c.pid) && c.tag.is_some_and(|t| t.service_id == id) {
-                seen.insert(c.pid);
+        // Another kill's doomed processes are that kill's to report.
+        for r in reaped.iter().filter(|r| r.tag.service_id == id) {
+            let c = Candidate::tagged(r.pid, r.tag);
+            if handled.insert((c.pid, c.start_ticks)) {
                 self.record_kernel_kill(&c);
-            } else {
-                rest.push(c);
             }
         }
-        // Tagged after the map was read (children forked meanwhile): ours if their tag says so.
-        for pid in reaped.difference(&seen) {
-            if let Some(c) = candidates::tagged_one(self.tracking, *pid)
-                .filter(|c| c.tag.is_some_and(|t| t.service_id == id))
-            {
-                if handled.insert((c.pid, c.start_ticks)) {
-                    self.record_kernel_kill(&c);
-                }
-            }
-        }
-        rest
+        !reaped.is_empty()
     }
 
     fn record_kernel_kill(&mut self, c: &Candidate) {

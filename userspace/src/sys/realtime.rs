@@ -26,3 +26,32 @@ impl Drop for RealTime {
         }
     }
 }
+
+/// Normal scheduling for a while inside a real-time kill (restored on drop): once the kernel
+/// has killed a service and its doom kills any forker in the kernel, what is left for
+/// userspace (bookkeeping, waiting) must not take CPU from the dying processes.
+pub struct Normal(bool);
+
+impl Normal {
+    /// Switches this thread to SCHED_OTHER if it runs at SCHED_FIFO.
+    pub fn enter() -> Self {
+        // SAFETY: queries this thread's policy.
+        let was_fifo = unsafe { libc::sched_getscheduler(0) } == libc::SCHED_FIFO;
+        if was_fifo {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: as above.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+        }
+        Self(was_fifo)
+    }
+}
+
+impl Drop for Normal {
+    fn drop(&mut self) {
+        if self.0 {
+            let param = libc::sched_param { sched_priority: 1 };
+            // SAFETY: as above.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        }
+    }
+}

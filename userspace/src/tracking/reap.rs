@@ -10,7 +10,11 @@
 use std::{fs::File, io::Read};
 
 use aya_obj::btf::BtfKind;
-use bpfkill_common::programs::{KFUNC_PLACEHOLDER, REAP};
+use bpfkill_common::{
+    programs::{KFUNC_PLACEHOLDER, REAP},
+    user::read_record,
+    Reaped,
+};
 
 use super::pins::PinPaths;
 use crate::error::{Error, Result};
@@ -71,15 +75,28 @@ pub fn available(paths: &PinPaths) -> bool {
 }
 
 /// Runs the reap iterator once: every doomed, tagged, unspared process whose start time
-/// matches is sent SIGKILL. Returns their PIDs.
-pub fn reap(paths: &PinPaths) -> Result<Vec<u32>> {
+/// matches is sent SIGKILL. Returns them with their tags.
+pub fn reap(paths: &PinPaths) -> Result<Vec<Reaped>> {
     let pin = paths.link(REAP.0);
-    let mut out = Vec::new();
-    File::open(&pin)
-        .and_then(|mut f| f.read_to_end(&mut out))
-        .map_err(|e| Error::io(format!("run the kernel kill {}", pin.display()), e))?;
+    let failed = |e| Error::io(format!("run the kernel kill {}", pin.display()), e);
+    let mut file = File::open(&pin).map_err(failed)?;
+    // The iterator runs as it is read, a buffer (a page or more) per read(2): read in large
+    // chunks, so the kill is not spread over many small reads.
+    let mut out = Vec::with_capacity(1 << 16);
+    loop {
+        if out.capacity() - out.len() < 1 << 14 {
+            out.reserve(1 << 16);
+        }
+        let len = out.len();
+        out.resize(out.capacity(), 0);
+        let n = file.read(&mut out[len..]).map_err(failed)?;
+        out.truncate(len + n);
+        if n == 0 {
+            break;
+        }
+    }
     Ok(out
-        .chunks_exact(4)
-        .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .chunks_exact(std::mem::size_of::<Reaped>())
+        .filter_map(read_record::<Reaped>)
         .collect())
 }

@@ -37,7 +37,9 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
     let unloaded = b.unload();
     outcome?;
     unloaded?;
-    let peak = results.peaks.iter().copied().fold(0.0, f64::max);
+    let peak = results.peaks.iter().map(|p| p.0).fold(0.0, f64::max);
+    let mapped = results.peaks.iter().map(|p| p.1).fold(0.0, f64::max);
+    let per_daemon: Vec<f64> = results.peaks.iter().map(|p| p.0).collect();
     results.add(
         Figure::new(
             "daemon_peak_rss_kib",
@@ -46,7 +48,8 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
             Target::Below(16384.0),
         )
         .with_samples(if peak > 0.0 { vec![peak] } else { Vec::new() })
-        .extra("per_daemon_kib", json!(results.peaks)),
+        .extra("per_daemon_kib", json!(per_daemon))
+        .extra("of_which_mapped_bpf_maps_kib", json!(mapped)),
     );
     Ok(())
 }

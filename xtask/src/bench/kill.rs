@@ -28,6 +28,7 @@ use super::{
 enum Killer {
     CgroupKill,
     Bpfkill,
+    BpfkillUserspace,
     BpfkillCgroup,
     ProcLoop,
     Pkill,
@@ -38,6 +39,7 @@ impl Killer {
         match self {
             Killer::CgroupKill => "cgroup.kill",
             Killer::Bpfkill => "bpfkill (tags)",
+            Killer::BpfkillUserspace => "bpfkill (tags, userspace path)",
             Killer::BpfkillCgroup => "bpfkill --cgroup",
             Killer::ProcLoop => "/proc walk-and-kill loop",
             Killer::Pkill => "pkill -f, repeated",
@@ -85,11 +87,14 @@ fn kill_once(
         Killer::CgroupKill => {
             std::fs::write(tree.cgroup.join("cgroup.kill"), "1").context("write cgroup.kill")?;
         }
-        Killer::Bpfkill | Killer::BpfkillCgroup => {
+        Killer::Bpfkill | Killer::BpfkillUserspace | Killer::BpfkillCgroup => {
             let mut cmd = b.bpfkill();
             cmd.args(["-s", "KILL", "--service", &tree.service]);
             if killer == Killer::BpfkillCgroup {
                 cmd.arg("--cgroup").arg(&tree.cgroup);
+            }
+            if killer == Killer::BpfkillUserspace {
+                cmd.env("BPFKILL_NO_KERNEL_KILL", "1");
             }
             let child = cmd.stdout(Stdio::null()).spawn().context("start bpfkill")?;
             let (status, usage) = wait4(child.id() as i32)?;
@@ -165,6 +170,8 @@ fn proc_loop(root: u32, cgroup: &Path, start: Instant, limit: Duration) {
 
 /// Per killer, the time of each round (ms; None when it did not finish).
 type Times = HashMap<Killer, Vec<Option<f64>>>;
+/// Per bpfkill killer, its own CPU time (user + system) of each round, ms.
+type Cpu = HashMap<Killer, Vec<f64>>;
 
 /// Rounds of a tree (`forker ARGS`, named `what`) killed by each of `killers` in rotating
 /// order; returns per killer the times and bpfkill's CPU times.
@@ -175,9 +182,9 @@ fn rounds_of(
     args: &[&str],
     rounds: usize,
     killers: &[Killer],
-) -> Result<(Times, Vec<f64>)> {
+) -> Result<(Times, Cpu)> {
     let mut times = Times::new();
-    let mut cpu = Vec::new();
+    let mut cpu = Cpu::new();
     for round in 0..rounds {
         for i in 0..killers.len() {
             let killer = killers[(i + round) % killers.len()];
@@ -197,8 +204,8 @@ fn rounds_of(
                 .entry(killer)
                 .or_default()
                 .push(t.map(|d| d.as_secs_f64() * 1e3));
-            if killer == Killer::Bpfkill {
-                cpu.extend(c);
+            if let Some(c) = c {
+                cpu.entry(killer).or_default().push(c);
             }
         }
         eprintln!("bench: kill of {what}, round {} of {rounds} done", round + 1);
@@ -237,6 +244,7 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
         let all = [
             Killer::CgroupKill,
             Killer::Bpfkill,
+            Killer::BpfkillUserspace,
             Killer::BpfkillCgroup,
             Killer::ProcLoop,
             Killer::Pkill,
@@ -254,6 +262,11 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
             .extra("contenders", medians(&t, b.scale.limit)),
         );
         for (key, killer, label) in [
+            (
+                "kill_userspace_vs_cgroup_kill",
+                Killer::BpfkillUserspace,
+                "bpfkill, userspace path",
+            ),
             (
                 "kill_cgroup_vs_cgroup_kill",
                 Killer::BpfkillCgroup,
@@ -278,6 +291,7 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
             }
             results.add(f);
         }
+        let own = |k: Killer| cpu.get(&k).cloned().unwrap_or_default();
         results.add(
             Figure::new(
                 "kill_cli_ms",
@@ -285,7 +299,8 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
                 "ms",
                 Target::Below(30.0),
             )
-            .with_samples(cpu),
+            .with_samples(own(Killer::Bpfkill))
+            .extra("userspace_path_ms", json!(median(&own(Killer::BpfkillUserspace)))),
         );
 
         let (t, _) = rounds_of(
@@ -294,7 +309,7 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
             "10000",
             &["spawn", "10000"],
             b.scale.rounds_10k,
-            &[Killer::CgroupKill, Killer::Bpfkill],
+            &[Killer::CgroupKill, Killer::Bpfkill, Killer::BpfkillUserspace],
         )?;
         results.add(
             Figure::new(
@@ -304,6 +319,13 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
                 Target::AtMost(1.2),
             )
             .with_samples(ratios(&t[&Killer::Bpfkill], &t[&Killer::CgroupKill]))
+            .extra(
+                "userspace_path_ratio",
+                json!(median(&ratios(
+                    &t[&Killer::BpfkillUserspace],
+                    &t[&Killer::CgroupKill]
+                ))),
+            )
             .extra("contenders", medians(&t, b.scale.limit)),
         );
         let (t, _) = rounds_of(
@@ -364,75 +386,102 @@ fn fork_bomb(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
         return Ok(());
     };
     let limit = b.scale.limit;
-    let mut times: HashMap<&str, Option<f64>> = HashMap::new();
-    for tool in ["bpfkill", "loop"] {
-        let dir = pids_root.join(format!("bomb-{tool}"));
-        safety::remove_cgroup_tree(&dir);
-        std::fs::create_dir(&dir)?;
-        std::fs::write(dir.join("pids.max"), "2000")?;
-        let service = format!("bench-bomb-{tool}");
-        let marker = format!("bench-bomb-marker-{tool}");
-        let mut main = b
-            .bpfkill()
-            .args(["run", "--service", &service, "--"])
-            .arg(&b.forker)
-            .args(["bomb", &dir.to_string_lossy(), "--marker", &marker])
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let _ = super::first_line(main.stdout.take().context("stdout")?, Duration::from_secs(60));
-        let current = || {
-            std::fs::read_to_string(dir.join("pids.current"))
-                .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok())
-                .unwrap_or(0)
-        };
-        let grow = Instant::now();
-        while current() < 1900 && grow.elapsed() < limit {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let start = Instant::now();
-        if tool == "bpfkill" {
-            let _ = b
-                .bpfkill()
-                .args(["-s", "KILL", "--service", &service])
-                .stdout(Stdio::null())
-                .status();
-        } else {
-            while start.elapsed() < limit && v1_members(&dir) > 0 {
-                for pid in tree::members(&dir) {
-                    // SAFETY: kill(2) of a member of the bench's own cgroup.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-        }
-        let mut gone = None;
-        while start.elapsed() < limit {
-            if v1_members(&dir) == 0 {
-                gone = Some(start.elapsed().as_secs_f64() * 1e3);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        times.insert(tool, gone);
-        safety::remove_cgroup_tree(&dir);
-        let _ = main.kill();
-        let _ = main.wait();
+    // bpfkill every round; the member-kill loop once (it can take the whole limit).
+    let mut ours = Vec::new();
+    let mut sizes = Vec::new();
+    let mut summaries = Vec::new();
+    for round in 0..b.scale.rounds {
+        let (t, size, summary) = bomb_once(b, pids_root, "bpfkill", round)?;
+        ours.push(t);
+        sizes.push(size);
+        summaries.push(summary);
     }
+    let (baseline, _, _) = bomb_once(b, pids_root, "loop", 0)?;
     let dnf = |t: Option<f64>| match t {
         Some(ms) => json!(ms),
         None => json!(format!("did not finish in {} s", limit.as_secs())),
     };
+    let unfinished = ours.iter().filter(|t| t.is_none()).count();
     let mut f = Figure::new(
         "fork_bomb_ms",
         "fork bomb (pids.max=2000) gone: bpfkill",
         "ms",
         Target::Below(1000.0),
     )
-    .with_samples(times["bpfkill"].into_iter().collect())
-    .extra("member_kill_loop_ms", dnf(times["loop"]));
-    if times["bpfkill"].is_none() {
-        f = f.note(format!("did not finish in {} s", limit.as_secs()));
+    .with_samples(ours.iter().flatten().copied().collect())
+    .extra("processes_at_kill", json!(sizes))
+    .extra("bpfkill_summaries", json!(summaries))
+    .extra("member_kill_loop_ms", dnf(baseline));
+    if unfinished > 0 {
+        f = f.note(format!(
+            "did not finish in {} s in {unfinished} round(s)",
+            limit.as_secs()
+        ));
     }
     results.add(f);
     Ok(())
+}
+
+/// One bomb, grown to about 1900 processes, then killed by `tool`: the time until its cgroup
+/// is empty (None at the limit), its size when the kill started, and bpfkill's summary line.
+fn bomb_once(b: &Bench, pids_root: &Path, tool: &str, round: usize) -> Result<(Option<f64>, u32, String)> {
+    let limit = b.scale.limit;
+    let dir = pids_root.join(format!("bomb-{tool}-{round}"));
+    safety::remove_cgroup_tree(&dir);
+    std::fs::create_dir(&dir)?;
+    std::fs::write(dir.join("pids.max"), "2000")?;
+    let service = format!("bench-bomb-{tool}-{round}");
+    let marker = format!("bench-bomb-marker-{tool}-{round}");
+    let mut main = b
+        .bpfkill()
+        .args(["run", "--service", &service, "--"])
+        .arg(&b.forker)
+        .args(["bomb", &dir.to_string_lossy(), "--marker", &marker])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let _ = super::first_line(main.stdout.take().context("stdout")?, Duration::from_secs(60));
+    let current = || {
+        std::fs::read_to_string(dir.join("pids.current"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let grow = Instant::now();
+    while current() < 1900 && grow.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let size = current();
+    let start = Instant::now();
+    let mut summary = String::new();
+    if tool == "bpfkill" {
+        let out = b
+            .bpfkill()
+            .args(["-s", "KILL", "--service", &service])
+            .stderr(Stdio::null())
+            .output()?;
+        summary = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
+    } else {
+        while start.elapsed() < limit && v1_members(&dir) > 0 {
+            for pid in tree::members(&dir) {
+                // SAFETY: kill(2) of a member of the bench's own cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let mut gone = None;
+    while start.elapsed() < limit {
+        if v1_members(&dir) == 0 {
+            gone = Some(start.elapsed().as_secs_f64() * 1e3);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    safety::remove_cgroup_tree(&dir);
+    let _ = main.kill();
+    let _ = main.wait();
+    Ok((gone, size, summary))
 }

@@ -164,9 +164,34 @@ impl Daemon {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
-    /// Stops it (SIGTERM, then SIGKILL after 10 s) and returns its peak memory.
-    fn stop(mut self) -> Option<f64> {
-        let peak = self.peak_rss_kib();
+    /// What of its resident memory is BPF maps mapped into it (the event ring buffer, whose
+    /// pages the kernel maps twice), KiB.
+    fn mapped_maps_kib(&self) -> f64 {
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", self.child.id())).unwrap_or_default();
+        let mut in_map = false;
+        let mut kib = 0.0;
+        for l in smaps.lines() {
+            if l.split_whitespace()
+                .next()
+                .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+            {
+                in_map = l.contains("anon_inode:bpf-map");
+            } else if let Some(v) = l.strip_prefix("Rss:").filter(|_| in_map) {
+                kib += v
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .unwrap_or(0.0);
+            }
+        }
+        kib
+    }
+
+    /// Stops it (SIGTERM, then SIGKILL after 10 s) and returns its peak memory and how much
+    /// of its memory is mapped BPF maps.
+    fn stop(mut self) -> Option<(f64, f64)> {
+        let peak = self.peak_rss_kib().map(|p| (p, self.mapped_maps_kib()));
         // SAFETY: kill(2) of our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);

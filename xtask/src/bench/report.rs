@@ -132,8 +132,9 @@ pub struct Results {
     scale: Scale,
     pub figures: Vec<Figure>,
     pub seconds: f64,
-    /// Peak memory (KiB) of each daemon the run started and stopped.
-    pub peaks: Vec<f64>,
+    /// Peak memory (KiB) of each daemon the run started and stopped, and the part of its
+    /// memory that is mapped BPF maps.
+    pub peaks: Vec<(f64, f64)>,
 }
 
 impl Results {

@@ -1,15 +1,22 @@
 //! Real-time scheduling around a kill: a fork bomb leaves a normal-priority process almost no
 //! CPU, so a kill that may SIGKILL runs at SCHED_FIFO (it blocks in poll whenever it waits).
 
+/// Sets this thread's scheduling policy; false when not permitted.
+fn set_policy(policy: libc::c_int, priority: libc::c_int) -> bool {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: sets this thread's policy; param is a valid sched_param.
+    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
+}
+
 /// Real-time scheduling for the duration of a kill; restores normal scheduling on drop.
 pub struct RealTime(bool);
 
 impl RealTime {
     /// Switches this thread to SCHED_FIFO priority 1 (no error when not permitted).
     pub fn enter() -> Self {
-        let param = libc::sched_param { sched_priority: 1 };
-        // SAFETY: sets this thread's policy; param is a valid sched_param.
-        let ok = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0;
+        let ok = set_policy(libc::SCHED_FIFO, 1);
         if !ok {
             tracing::debug!("no real-time priority: {}", std::io::Error::last_os_error());
         }
@@ -20,9 +27,7 @@ impl RealTime {
 impl Drop for RealTime {
     fn drop(&mut self) {
         if self.0 {
-            let param = libc::sched_param { sched_priority: 0 };
-            // SAFETY: as above.
-            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+            set_policy(libc::SCHED_OTHER, 0);
         }
     }
 }
@@ -37,21 +42,14 @@ impl Normal {
     pub fn enter() -> Self {
         // SAFETY: queries this thread's policy.
         let was_fifo = unsafe { libc::sched_getscheduler(0) } == libc::SCHED_FIFO;
-        if was_fifo {
-            let param = libc::sched_param { sched_priority: 0 };
-            // SAFETY: as above.
-            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
-        }
-        Self(was_fifo)
+        Self(was_fifo && set_policy(libc::SCHED_OTHER, 0))
     }
 }
 
 impl Drop for Normal {
     fn drop(&mut self) {
         if self.0 {
-            let param = libc::sched_param { sched_priority: 1 };
-            // SAFETY: as above.
-            unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+            set_policy(libc::SCHED_FIFO, 1);
         }
     }
 }

@@ -722,3 +722,27 @@ fn forget_refuses_a_live_service_then_forgets_it_and_its_history_stays() {
         text(&inst.run(["log", "--service", &service]))
     );
 }
+
+#[test]
+fn exe_rules_keep_matching_while_the_daemon_is_down() {
+    require_privileges!();
+    let inst = Instance::unloaded();
+    let dir = Scratch::new("bpfkill-down");
+    let bin = dir.binary("downd");
+    let service = unique("down");
+    write_config(
+        &inst,
+        &format!("[services.{service}]\nexe = \"{}\"\n", bin.display()),
+    );
+    let daemon = inst.start_daemon("consuming events");
+    daemon.stop();
+    // The rules live in pinned maps, applied by the exec hook: no daemon needed.
+    let started = started_outside(&bin, "pause");
+    assert!(
+        inst.ps_pids(&service).contains(&started.pid("pid")),
+        "no match while the daemon was down"
+    );
+    let out = inst.run(["-s", "KILL", "--service", &service]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(wait_gone(started.pid("pid"), GONE));
+}

@@ -110,13 +110,21 @@ fn listing(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
 /// until the journal holds them all.
 fn journal(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
     let forks = b.scale.storm;
-    let active = b.journal.join("events.jsonl");
     let _ = std::fs::remove_dir_all(&b.journal);
     std::fs::create_dir_all(&b.journal)?;
     std::fs::write(&b.config, "")?;
     let daemon = Daemon::start(b)?;
+    // Every journal file (`events.jsonl` and its rotations): the active one rotates at 16 MiB
+    // during a storm of 20,000.
     let count = || {
-        let text = std::fs::read_to_string(&active).unwrap_or_default();
+        let mut text = String::new();
+        if let Ok(dir) = std::fs::read_dir(&b.journal) {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with("events.jsonl") {
+                    text.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
         let mut events = 0u64;
         let mut lost = 0u64;
         for l in text.lines() {

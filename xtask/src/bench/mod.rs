@@ -43,6 +43,8 @@ pub struct Scale {
     pub storm: usize,
     /// Rounds of the 10,000-process kill.
     pub rounds_10k: usize,
+    /// Fork bombs killed by bpfkill.
+    pub bomb_rounds: usize,
     /// Time limit of one kill or one baseline.
     pub limit: Duration,
 }
@@ -52,9 +54,10 @@ impl Scale {
         if quick {
             Self {
                 quick,
-                rounds: 3,
-                storm: 2000,
+                rounds: 2,
+                storm: 1000,
                 rounds_10k: 1,
+                bomb_rounds: 1,
                 limit: Duration::from_secs(15),
             }
         } else {
@@ -63,6 +66,7 @@ impl Scale {
                 rounds: 5,
                 storm: 20_000,
                 rounds_10k: 5,
+                bomb_rounds: 5,
                 limit: Duration::from_secs(30),
             }
         }

@@ -163,25 +163,21 @@ fn paths_that_are_fifos_devices_or_directories_are_refused_at_once() {
         0,
     )
     .expect("mkfifo");
-    let out = inst.run(["log", "--journal-dir", journal.0.to_str().unwrap()]);
-    assert_eq!(code(&out), 64, "{}", text(&out));
-    let out = inst
-        .cmd()
-        .args(["daemon", "--journal-dir", journal.0.to_str().unwrap()])
-        .output()
-        .expect("daemon");
-    assert_eq!(code(&out), 64, "daemon on a FIFO journal: {}", text(&out));
     // ... and a symbolic link to a FIFO in place of the journal file.
     let linked = Scratch::new("bpfkill-linked-journal");
     std::os::unix::fs::symlink(&fifo, linked.0.join("events.jsonl")).expect("symlink");
-    let out = inst.run(["log", "--journal-dir", linked.0.to_str().unwrap()]);
-    assert_eq!(code(&out), 64, "log through a linked journal: {}", text(&out));
-    let out = inst
-        .cmd()
-        .args(["daemon", "--journal-dir", linked.0.to_str().unwrap()])
-        .output()
-        .expect("daemon");
-    assert_eq!(code(&out), 64, "daemon on a linked journal: {}", text(&out));
+    for dir in [&journal.0, &linked.0] {
+        let dir = dir.to_str().unwrap();
+        for command in ["log", "daemon"] {
+            let out = inst.run([command, "--journal-dir", dir]);
+            assert_eq!(
+                code(&out),
+                64,
+                "{command} on the journal in {dir}: {}",
+                text(&out)
+            );
+        }
+    }
     // The configuration: a FIFO, or a link to one, is refused at once (64), as every other
     // path that is not a regular file, by check-config and by the daemon.
     for path in [&fifo, &link] {

@@ -147,28 +147,23 @@ pub fn run(b: &Bench, results: &mut Results) -> Result<()> {
     ];
     for k in 0..KINDS.len() {
         let base_ns = median(&s.unloaded[k]) / n as f64;
-        results.add(
-            Figure::new(
-                keys_untagged[k],
-                format!("tracking on/off, {} of no service", what(k)),
-                "x",
-                Target::AtMost(1.01),
-            )
-            .with_samples(ratios(&s.untagged[k], &s.unloaded[k]))
-            .extra("ns_per_event", json!(per_event(&s.untagged[k], &s.unloaded[k])))
-            .extra("untracked_ns_per_event", json!(base_ns)),
-        );
-        results.add(
-            Figure::new(
-                keys_tagged[k],
-                format!("tracking on/off, {} inside a service", what(k)),
-                "x",
-                Target::AtMost(1.03),
-            )
-            .with_samples(ratios(&s.tagged[k], &s.unloaded[k]))
-            .extra("ns_per_event", json!(per_event(&s.tagged[k], &s.unloaded[k])))
-            .extra("untracked_ns_per_event", json!(base_ns)),
-        );
+        let phases = [
+            (keys_untagged[k], "of no service", &s.untagged[k], 1.01),
+            (keys_tagged[k], "inside a service", &s.tagged[k], 1.03),
+        ];
+        for (key, whose, loaded, target) in phases {
+            results.add(
+                Figure::new(
+                    key,
+                    format!("tracking on/off, {} {whose}", what(k)),
+                    "x",
+                    Target::AtMost(target),
+                )
+                .with_samples(ratios(loaded, &s.unloaded[k]))
+                .extra("ns_per_event", json!(per_event(loaded, &s.unloaded[k])))
+                .extra("untracked_ns_per_event", json!(base_ns)),
+            );
+        }
     }
     results.add(
         Figure::new(

@@ -129,6 +129,17 @@ fn paths_that_are_fifos_devices_or_directories_are_refused_at_once() {
     .expect("mkfifo");
     let link = dir.0.join("link-to-fifo");
     std::os::unix::fs::symlink(&fifo, &link).expect("symlink");
+    // Refused at once: exit 64, saying what the path is not.
+    let refused = |args: &[&str]| {
+        let out = inst.run(args);
+        assert_eq!(code(&out), 64, "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("not a regular file"),
+            "{args:?}: {}",
+            text(&out)
+        );
+        out
+    };
     let started = Instant::now();
     for path in [&fifo, &link, &PathBuf::from("/dev/zero"), &dir.0] {
         let p = path.to_str().unwrap();
@@ -136,13 +147,7 @@ fn paths_that_are_fifos_devices_or_directories_are_refused_at_once() {
             vec!["-s", "TERM", "--pidfile", p],
             vec!["track", "--service", "x", "--pidfile", p],
         ] {
-            let out = inst.run(&args);
-            assert_eq!(code(&out), 64, "{args:?}: {}", text(&out));
-            assert!(
-                text(&out).contains("not a regular file"),
-                "{args:?}: {}",
-                text(&out)
-            );
+            let out = refused(&args);
             assert_eq!(
                 String::from_utf8_lossy(&out.stderr).lines().count(),
                 1,
@@ -186,13 +191,7 @@ fn paths_that_are_fifos_devices_or_directories_are_refused_at_once() {
             vec!["check-config", p],
             vec!["daemon", "--no-journal", "--config", p],
         ] {
-            let out = inst.run(&args);
-            assert_eq!(code(&out), 64, "{args:?}: {}", text(&out));
-            assert!(
-                text(&out).contains("not a regular file"),
-                "{args:?}: {}",
-                text(&out)
-            );
+            refused(&args);
         }
     }
     assert!(started.elapsed() < Duration::from_secs(60), "something blocked");

@@ -368,11 +368,6 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
     outcome.and(unloaded)
 }
 
-/// Live members of a v1 cgroup.
-fn v1_members(dir: &Path) -> usize {
-    tree::members(dir).len()
-}
-
 /// A fork bomb confined to pids.max=2000 in a v1 pids cgroup: time from the kill until no
 /// member is left, bpfkill against a loop that kills the cgroup's members over and over
 /// (what a script that knows the cgroup does). No real-time priority here: the baseline
@@ -470,7 +465,7 @@ fn bomb_once(b: &Bench, pids_root: &Path, tool: &str, round: usize) -> Result<(O
             .unwrap_or("")
             .to_string();
     } else {
-        while start.elapsed() < limit && v1_members(&dir) > 0 {
+        while start.elapsed() < limit && !tree::members(&dir).is_empty() {
             for pid in tree::members(&dir) {
                 // SAFETY: kill(2) of a member of the bench's own cgroup.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -479,7 +474,7 @@ fn bomb_once(b: &Bench, pids_root: &Path, tool: &str, round: usize) -> Result<(O
     }
     let mut gone = None;
     while start.elapsed() < limit {
-        if v1_members(&dir) == 0 {
+        if tree::members(&dir).is_empty() {
             gone = Some(start.elapsed().as_secs_f64() * 1e3);
             break;
         }

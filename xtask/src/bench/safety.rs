@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use super::Bench;
 
 /// What [`cleanup`] removes.
+#[derive(Clone)]
 struct Owned {
     bin: PathBuf,
     pins: PathBuf,
@@ -71,14 +72,7 @@ pub fn cleanup() {
         // SAFETY: kill(2) of the daemon the bench started.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
-    let Some(owned) = OWNED.lock().ok().and_then(|o| {
-        o.as_ref().map(|o| Owned {
-            bin: o.bin.clone(),
-            pins: o.pins.clone(),
-            cgroups: o.cgroups.clone(),
-            files: o.files.clone(),
-        })
-    }) else {
+    let Some(owned) = OWNED.lock().ok().and_then(|o| o.clone()) else {
         return;
     };
     for dir in &owned.cgroups {

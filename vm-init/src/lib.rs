@@ -84,6 +84,17 @@ impl Manifest {
     }
 }
 
+/// The kernel command-line parameter that names the test binaries a VM runs (all if absent).
+pub const TESTS_PARAM: &str = "bpfkill.tests";
+
+/// The binaries `bpfkill.tests=a,b` names on a kernel command line, if it names any.
+pub fn only_tests(cmdline: &str) -> Option<Vec<&str>> {
+    let value = cmdline
+        .split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix(TESTS_PARAM)?.strip_prefix('='))?;
+    Some(value.split(',').filter(|n| !n.is_empty()).collect())
+}
+
 /// Test counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -373,6 +384,16 @@ mod tests {
                 "boom"
             ]
         );
+    }
+
+    #[test]
+    fn reads_the_tests_a_kernel_command_line_names() {
+        assert_eq!(
+            only_tests("console=ttyS0 bpfkill.tests=escape,kill quiet"),
+            Some(vec!["escape", "kill"])
+        );
+        assert_eq!(only_tests("console=ttyS0 bpfkill.testsx=a"), None);
+        assert_eq!(only_tests("console=ttyS0 quiet"), None);
     }
 
     #[test]

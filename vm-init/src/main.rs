@@ -99,6 +99,16 @@ fn runner() -> i32 {
             return 1;
         }
     };
+    let mut manifest = manifest;
+    // `bpfkill.tests=escape,kill` on the kernel command line runs only those test binaries.
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Some(only) = vm_suite::only_tests(&cmdline) {
+        manifest.binaries.retain(|b| only.contains(&b.name.as_str()));
+        if manifest.binaries.is_empty() {
+            println!("vm-init: no test binary is named in bpfkill.tests={}", only.join(","));
+            return 1;
+        }
+    }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
         "vm-init: kernel {}, {} test binaries",

@@ -62,8 +62,9 @@ enum Task {
         /// Also run the suite on the running kernel.
         #[arg(long)]
         host: bool,
-        /// A kernel to boot: a series (6.1, 6.12), a Debian package name, or a vmlinuz path.
-        /// Repeatable.
+        /// A kernel to boot: a series (5.10, 6.1, 6.12), `latest` (Debian unstable's newest
+        /// cloud kernel), a Debian package name, or a vmlinuz path; `KERNEL:escape,kill` runs
+        /// only those test binaries on it. Repeatable.
         #[arg(long = "kernel", value_name = "KERNEL")]
         kernels: Vec<String>,
         /// Time limit for each VM.

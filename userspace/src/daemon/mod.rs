@@ -64,6 +64,9 @@ pub struct Options {
 /// a `run` between registering and tagging itself is never lost.
 const FORGET_GRACE: Duration = Duration::from_secs(5);
 
+/// How often the daemon forgets the tags of exited processes whose exit the kernel skipped.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
 /// Runs the daemon in the foreground, on a single-threaded tokio runtime (the metrics
 /// endpoint's scrapes run on its blocking pool).
 pub fn run(paths: &PinPaths, opts: &Options) -> Result<()> {
@@ -165,6 +168,10 @@ async fn serve(paths: &PinPaths, opts: &Options) -> Result<()> {
     // Forgetting unused services and retrying a degraded journal run once a second.
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Tags that outlived their process because the kernel skipped an exit run (see
+    // tracking::skips) are swept now and then, so that they never fill the tag map.
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let journal_degraded = writer.as_ref().is_some_and(|w| w.degraded().is_some());
         let timed = !d.pending_forget.is_empty() || journal_degraded;
@@ -194,6 +201,12 @@ async fn serve(paths: &PinPaths, opts: &Options) -> Result<()> {
                 guard.clear_ready();
             }
             _ = d.watch.changed() => d.refresh(&mut tracking)?,
+            _ = sweep.tick() => {
+                let n = tracking.forget_exited();
+                if n > 0 {
+                    tracing::info!("forgot {n} tag(s) of exited processes whose exit the kernel skipped");
+                }
+            }
             _ = tick.tick(), if timed => {
                 if !d.pending_forget.is_empty() {
                     d.forget_unused(&mut tracking, writer.as_mut())?;

@@ -15,7 +15,7 @@ use crate::{
     lineage::registry,
     sys::{clock, mounts},
     text::Escaped,
-    tracking::{layout, migrate, KernelLogLevel, PinPaths, Tracking},
+    tracking::{layout, migrate, skips, KernelLogLevel, PinPaths, Tracking},
 };
 
 /// One service's line.
@@ -136,6 +136,10 @@ pub struct ProgramStatus {
     pub tracepoint: String,
     /// Attached through a pinned link.
     pub attached: bool,
+    /// Runs the kernel skipped because the program was already running on that CPU (a
+    /// preempted run; see `tracking::skips`); null when the kernel does not say (before 5.12)
+    /// or the program is not attached.
+    pub skipped_runs: Option<u64>,
 }
 
 /// Gathers the status. What cannot be read is reported as such; the one error is
@@ -149,12 +153,14 @@ pub fn gather(paths: &PinPaths) -> Result<Status> {
             name: name.to_string(),
             tracepoint: tp.to_string(),
             attached: pinned.get(name).copied().unwrap_or(false),
+            skipped_runs: skips::skipped_runs(&paths.link(name)),
         })
         .collect();
     programs.extend(programs::SNAPSHOT.iter().map(|(name, kind)| ProgramStatus {
         name: name.to_string(),
         tracepoint: format!("iter/{kind}"),
         attached: paths.link(name).exists(),
+        skipped_runs: None,
     }));
     let tracking = match Tracking::open(paths) {
         Ok(t) => Some(t),
@@ -347,10 +353,13 @@ pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
             } else {
                 format!("raw_tp/{}", p.tracepoint)
             },
-            if p.attached {
-                "attached, pinned"
-            } else {
-                "not attached"
+            match (p.attached, p.skipped_runs) {
+                (false, _) => "not attached".to_string(),
+                (true, Some(n)) if n > 0 => format!(
+                    "attached, pinned; WARNING: the kernel skipped {n} run(s), preempted on a \
+                     preemptible kernel: a skipped fork leaves a child untagged"
+                ),
+                (true, _) => "attached, pinned".to_string(),
             }
         )?;
     }

@@ -149,7 +149,18 @@ impl Kill<'_> {
                 _ => self.collect()?,
             };
             // Done when no target is left but those that cannot be signalled: the tags of
-            // the dead are removed at exit, and zombies are not candidates.
+            // the dead are removed at exit, and zombies are not candidates. A tag the exit
+            // program missed (the kernel skipped its run) outlives its signalled process:
+            // it is forgotten here rather than waited for.
+            let cands: Vec<Candidate> = cands
+                .into_iter()
+                .filter(|c| {
+                    let tag_only = c.evidence.tag && !c.evidence.proc && !c.evidence.cgroup;
+                    !(tag_only
+                        && handled.contains(&(c.pid, c.start_ticks))
+                        && c.tag.is_some_and(|t| self.tracking.forget_if_exited(c.pid, &t)))
+                })
+                .collect();
             let left = cands.iter().filter(|c| !self.unsignallable(c)).count();
             if left == 0 {
                 break;

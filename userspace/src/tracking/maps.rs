@@ -11,7 +11,13 @@ use bpfkill_common::{
 };
 
 use super::pins::PinPaths;
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    sys::{clock, identity, procs},
+};
+
+/// How long a tag may exist before its process shows in /proc.
+const NEWBORN: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn open_map(paths: &PinPaths, name: &str) -> Result<MapData> {
     MapData::from_pin(paths.map(name)).map_err(|e| Error::map(format!("open pinned map {name}"), e))
@@ -180,6 +186,36 @@ impl Tracking {
             }
             Err(e) => Err(Error::map(format!("tag process {pid}"), e)),
         }
+    }
+
+    /// When the process a tag was read for has exited (a zombie, or its PID gone or now
+    /// another process's), removes that tag if it is still there unchanged and returns true.
+    /// The exit program removes a tag at exit, but the kernel skips a run of it that would
+    /// re-enter it on a CPU (see [`super::skips`]), and then the tag outlives its process.
+    /// A PID missing from /proc whose tag is under [`NEWBORN`] old is not judged: a child is
+    /// tagged at fork before it shows in /proc.
+    pub fn forget_if_exited(&mut self, pid: u32, tag: &Tag) -> bool {
+        let exited = match procs::stat(pid) {
+            Some(st) => procs::is_dead(&st) || !identity::matches(tag.start_ns, st.starttime),
+            None => clock::boot_now_ns().saturating_sub(tag.start_ns) > NEWBORN.as_nanos() as u64,
+        };
+        if !exited {
+            return false;
+        }
+        // Unchanged: a fork may have tagged a new process of that number meanwhile.
+        if self.tag(pid).is_some_and(|now| now.start_ns == tag.start_ns) {
+            self.remove_tag(pid);
+        }
+        true
+    }
+
+    /// Removes every tag that outlived its process ([`Self::forget_if_exited`]); returns how
+    /// many.
+    pub fn forget_exited(&mut self) -> usize {
+        self.tags()
+            .into_iter()
+            .filter(|(pid, tag)| self.forget_if_exited(*pid, tag))
+            .count()
     }
 
     /// Removes the tag of `pid` (no error when it has none).

@@ -2,7 +2,7 @@
 //! typed access to their maps ([`maps`], read in bulk by [`batch`]), the kernel structure layout they are loaded with
 //! ([`layout`]), the events they emit ([`events`]) and their diagnostics ([`kernel_log`]);
 //! carrying an older version's live tracking over on upgrade ([`migrate`]); the in-kernel
-//! kill ([`reap`]).
+//! kill ([`reap`]); the runs the kernel skipped of a program ([`skips`]).
 
 mod batch;
 pub mod events;
@@ -13,6 +13,7 @@ pub mod maps;
 pub mod migrate;
 pub mod pins;
 pub mod reap;
+pub mod skips;
 
 pub use kernel_log::{KernelLog, KernelLogLevel};
 pub use load::{arm_doom, load, Doom, LoadOptions, LoadOutcome, LoadReport};

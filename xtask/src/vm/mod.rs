@@ -51,6 +51,8 @@ pub struct Options {
 struct Row {
     kernel: String,
     how: &'static str,
+    /// The test binaries run (`all`, or the names given after `SPEC:`).
+    suite: String,
     tally: Option<Tally>,
     elapsed: Duration,
     problem: Option<String>,
@@ -95,6 +97,7 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         rows.push(Row {
             kernel: release.trim().to_string(),
             how: "host",
+            suite: "all".into(),
             problem: (!tally.failing_binaries.is_empty())
                 .then(|| format!("failing: {}", tally.failing_binaries.join(", "))),
             failures: tally.failures.clone(),
@@ -126,8 +129,8 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n{:<34} {:<7} {:>6} {:>6} {:>7} {:>8}  result",
-        "kernel", "where", "passed", "failed", "skipped", "time"
+        "\n{:<34} {:<7} {:<8} {:>6} {:>6} {:>7} {:>8}  result",
+        "kernel", "where", "suite", "passed", "failed", "skipped", "time"
     );
     for r in rows {
         let (p, f, s) = r
@@ -140,9 +143,10 @@ fn print_table(rows: &[Row]) {
             Some(p) => format!("FAILED: {p}"),
         };
         println!(
-            "{:<34} {:<7} {:>6} {:>6} {:>7} {:>7.0}s  {result}",
+            "{:<34} {:<7} {:<8} {:>6} {:>6} {:>7} {:>7.0}s  {result}",
             r.kernel,
             r.how,
+            r.suite,
             p,
             f,
             s,
@@ -236,8 +240,17 @@ pub fn default_jobs(mttcg: bool) -> usize {
 fn run_vms(root: &Path, manifest: &Manifest, opts: &Options) -> Result<Vec<Row>> {
     let initrd = cache_dir(root).join("initramfs.cpio");
     build_initramfs(root, manifest, &initrd)?;
+    // `SPEC:escape,kill` runs only those test binaries on that kernel.
+    let specs: Vec<(&str, Option<&str>)> = opts
+        .kernels
+        .iter()
+        .map(|k| match k.rsplit_once(':') {
+            Some((spec, tests)) if !tests.contains('/') => (spec, Some(tests)),
+            _ => (k.as_str(), None),
+        })
+        .collect();
     // Fetched one after another: apt-get takes a lock of its own.
-    let images: Vec<_> = opts.kernels.iter().map(|spec| kernel_image(root, spec)).collect();
+    let images: Vec<_> = specs.iter().map(|(spec, _)| kernel_image(root, spec)).collect();
     let how = if opts.kvm {
         "vm kvm"
     } else if opts.mttcg {
@@ -256,24 +269,27 @@ fn run_vms(root: &Path, manifest: &Manifest, opts: &Options) -> Result<Vec<Row>>
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(image) = images.get(i) else { break };
-                let spec = &opts.kernels[i];
+                let (spec, tests) = specs[i];
+                let suite = tests.unwrap_or("all").to_string();
                 let started = Instant::now();
                 let outcome = match image {
-                    Ok((label, vmlinuz)) => vm_run(root, label, vmlinuz, &initrd, opts),
+                    Ok((label, vmlinuz)) => vm_run(root, label, vmlinuz, &initrd, tests, opts),
                     Err(e) => Err(anyhow::anyhow!("{e:#}")),
                 };
                 let row = match outcome {
                     Ok((kernel, tally, problem, failures)) => Row {
                         kernel,
                         how,
+                        suite,
                         tally,
                         elapsed: started.elapsed(),
                         problem,
                         failures,
                     },
                     Err(e) => Row {
-                        kernel: spec.clone(),
+                        kernel: spec.to_string(),
                         how: "vm",
+                        suite,
                         tally: None,
                         elapsed: started.elapsed(),
                         problem: Some(format!("{e:#}")),
@@ -292,8 +308,18 @@ fn run_vms(root: &Path, manifest: &Manifest, opts: &Options) -> Result<Vec<Row>>
         .collect())
 }
 
-/// Boots one kernel with the suite.
-fn vm_run(root: &Path, label: &str, vmlinuz: &Path, initrd: &Path, opts: &Options) -> Result<VmOutcome> {
+/// The guest kernel's command line.
+const CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic rdinit=/init loglevel=4 quiet mitigations=off";
+
+/// Boots one kernel with the suite (or the test binaries `tests` names).
+fn vm_run(
+    root: &Path,
+    label: &str,
+    vmlinuz: &Path,
+    initrd: &Path,
+    tests: Option<&str>,
+    opts: &Options,
+) -> Result<VmOutcome> {
     let label = label.to_string();
     let log_path = cache_dir(root).join(format!("console-{label}.log"));
     let mut log = File::create(&log_path)?;
@@ -317,10 +343,11 @@ fn vm_run(root: &Path, label: &str, vmlinuz: &Path, initrd: &Path, opts: &Option
     .arg(vmlinuz)
     .arg("-initrd")
     .arg(initrd)
-    .args([
-        "-append",
-        "console=ttyS0 panic=-1 oops=panic rdinit=/init loglevel=4 quiet",
-    ])
+    .arg("-append")
+    .arg(match tests {
+        Some(t) => format!("{CMDLINE} {}={t}", vm_suite::TESTS_PARAM),
+        None => CMDLINE.to_string(),
+    })
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());

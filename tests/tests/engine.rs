@@ -150,8 +150,13 @@ fn recycled_pid_number_is_not_signalled() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\"outcome\":\"pid-recycled\""), "{stdout}");
     assert!(is_alive(pid), "the process that reused the PID was signalled");
+    // The kill forgot the tag that outlived its process.
+    assert!(tracking.tag(pid).is_none(), "the stale tag stayed");
 
-    // Nor does the kernel trust the stale tag: the stranger's children are not tagged.
+    // Nor does the kernel trust a stale tag: the stranger's children are not tagged.
+    tracking
+        .set_tag(pid, &old_tag)
+        .expect("plant the stale tag again");
     let before = inst.status().1["counters"]["stale_creator"].as_u64().unwrap();
     let child = stranger.fork_child();
     assert!(bpfkill::sys::procs::stat(child).is_some());

@@ -358,3 +358,103 @@ fn ps_from_the_kernel_task_iterator_matches_proc() {
         "the whole rewritten title, nothing of the environment: {cmdline:?}"
     );
 }
+
+/// The kernel's (major, minor).
+fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut n = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok());
+    (n.next().unwrap(), n.next().unwrap())
+}
+
+fn doctor(inst: &Instance) -> serde_json::Value {
+    let out = inst.run(["doctor", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("doctor JSON")
+}
+
+fn outcome<'a>(report: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .map(|c| c["outcome"].as_str().unwrap())
+}
+
+#[test]
+fn doctor_says_what_this_kernel_offers_and_status_names_what_it_lacks() {
+    require_privileges!();
+    let version = kernel_version();
+    // On a host with no tracking: a scratch load, gone afterwards.
+    let empty = Instance::unloaded();
+    // For the console log of each kernel of the matrix.
+    eprintln!("{}", String::from_utf8_lossy(&empty.run(["doctor"]).stdout));
+    let scratch = doctor(&empty);
+    assert_eq!(scratch["scratch_load"], true, "{scratch:#}");
+    assert_eq!(scratch["usable"], true, "{scratch:#}");
+    for required in ["BTF", "tracking", "pidfd"] {
+        assert_eq!(outcome(&scratch, required), Some("ok"), "{required}: {scratch:#}");
+    }
+    let leftovers = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("bpfkill-doctor-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(leftovers("/sys/fs/bpf").is_empty(), "scratch pins left");
+    // What degrades where (Debian's kernels carry none of these features early).
+    let expect = [
+        ("kernel kill", version >= (6, 13)),
+        ("ps iterator", version >= (5, 18)),
+        ("skipped runs", version >= (5, 12)),
+        ("batch reads", true),
+    ];
+    for (name, present) in expect {
+        let found = outcome(&scratch, name);
+        // Skipped runs may be counted and non-zero on a preemptible kernel: degraded then.
+        if name == "skipped runs" && present {
+            assert!(found.is_some(), "{name}: {scratch:#}");
+            continue;
+        }
+        let want = if present { "ok" } else { "degraded" };
+        assert_eq!(found, Some(want), "{name} on {version:?}: {scratch:#}");
+    }
+    if let Some(kill) = outcome(&scratch, "cgroup.kill") {
+        assert_eq!(kill == "ok", version >= (5, 14), "cgroup.kill on {version:?}");
+    }
+
+    // On a live tree: the same answers, and status lists the degraded ones.
+    let inst = Instance::loaded();
+    let live = doctor(&inst);
+    assert_eq!(live["scratch_load"], false);
+    let (_, status) = inst.status();
+    let missing: Vec<&str> = status["missing_features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for name in ["kernel kill", "ps iterator"] {
+        assert_eq!(outcome(&live, name), outcome(&scratch, name), "{name}");
+        assert_eq!(
+            missing.contains(&name),
+            outcome(&live, name) == Some("degraded"),
+            "{name}: status {missing:?}"
+        );
+    }
+    assert_eq!(status["kernel_kill"], outcome(&live, "kernel kill") == Some("ok"));
+    let human = inst.run(["status"]);
+    for name in &missing {
+        assert!(
+            text(&human).contains(&format!("degraded: {name}:")),
+            "{name}: {}",
+            text(&human)
+        );
+    }
+}

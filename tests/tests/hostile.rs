@@ -316,6 +316,7 @@ fn without_privileges_every_command_exits_77() {
         vec!["reload"],
         vec!["daemon", "--no-journal"],
         vec!["log", "--journal-dir", journal_dir],
+        vec!["doctor"],
     ] {
         let out = as_nobody(&inst, &args);
         assert_eq!(code(&out), 77, "{args:?} as nobody: {}", text(&out));

@@ -105,7 +105,10 @@ fn runner() -> i32 {
     if let Some(only) = vm_suite::only_tests(&cmdline) {
         manifest.binaries.retain(|b| only.contains(&b.name.as_str()));
         if manifest.binaries.is_empty() {
-            println!("vm-init: no test binary is named in bpfkill.tests={}", only.join(","));
+            println!(
+                "vm-init: no test binary is named in bpfkill.tests={}",
+                only.join(",")
+            );
             return 1;
         }
     }

@@ -340,6 +340,15 @@ pub enum Command {
         #[arg(long)]
         daemon: bool,
     },
+    /// Check what this host's kernel offers bpfkill, one line per feature with its result
+    /// and what its absence costs. Uses the live tracking, or loads it into a scratch pin
+    /// directory and unloads it. Exits 0 when bpfkill works here, 69 when a required
+    /// feature is missing.
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Load (or adopt) tracking and consume its events in the foreground, writing them to the
     /// history journal.
     Daemon {

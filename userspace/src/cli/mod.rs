@@ -66,6 +66,7 @@ pub fn main() -> anyhow::Result<u8> {
             json,
         }) => ps::run(&paths, service.as_deref(), tree, wide, escaped, json, &mut stdout),
         Some(Command::Status { json, daemon }) => status::run(&paths, json, daemon, &mut stdout),
+        Some(Command::Doctor { json }) => status::doctor(&paths, json, &mut stdout),
         Some(Command::Daemon {
             load,
             journal,

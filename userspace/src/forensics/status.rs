@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::{
     error::{Error, Result},
+    forensics::doctor,
     lineage::registry,
     sys::{clock, mounts},
     text::Escaped,
@@ -74,6 +75,9 @@ pub struct Status {
     pub health: &'static str,
     /// What makes it degraded, one line each.
     pub problems: Vec<String>,
+    /// Kernel features found missing, with what each costs (see `bpfkill doctor`); empty
+    /// when not loaded.
+    pub missing_features: Vec<doctor::Check>,
     /// How the programs attach.
     pub attach_mode: &'static str,
     /// The kernel programs' log level, fixed at load (`off`, `error`, `warn`, `info`,
@@ -209,6 +213,7 @@ pub fn gather(paths: &PinPaths) -> Result<Status> {
         ready: false,
         health: "not-loaded",
         problems: Vec::new(),
+        missing_features: Vec::new(),
         attach_mode: "raw tracepoints through pinned links; task iterators for ps; sys_exit during a SIGKILL",
         kernel_log: tracking
             .as_ref()
@@ -220,6 +225,7 @@ pub fn gather(paths: &PinPaths) -> Result<Status> {
     };
     if let Some(tracking) = tracking {
         status.live = true;
+        status.missing_features = doctor::degraded(paths);
         status.rules = tracking.rules().len();
         status.daemon = tracking.running_daemon().map(|d| daemon_status(&d));
         status.ready = status.daemon.as_ref().is_none_or(|d| d.ready);
@@ -374,6 +380,9 @@ pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
             "from userspace, one verified pidfd per process (the kernel lacks bpf_send_signal_task, 6.13+)"
         };
         writeln!(out, "SIGKILL:  {how}")?;
+    }
+    for c in &s.missing_features {
+        writeln!(out, "degraded: {}: {}", c.name, Escaped(&c.detail))?;
     }
     for (tp, fields) in &s.tracepoint_formats {
         writeln!(out, "format:   {tp}: {fields}")?;

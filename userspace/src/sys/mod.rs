@@ -1,11 +1,12 @@
 //! The operating system, with no product logic: process identity and pidfds, the guard
-//! rails, signals, cgroups, /proc, pidfiles and other user-named files, clocks, pseudo-filesystem mounts, scheduling.
+//! rails, signals, cgroups, /proc, pidfiles and other user-named files, clocks, pseudo-filesystem mounts, scheduling, the locked-memory limit.
 
 pub mod cgroup;
 pub mod clock;
 pub mod files;
 pub mod guard;
 pub mod identity;
+pub mod memlock;
 pub mod mounts;
 pub mod pidfile;
 pub mod procs;

@@ -92,6 +92,8 @@ fn attach(paths: &PinPaths, opts: &LoadOptions) -> Result<(LoadOutcome, PinLock)
         return Err(Error::Usage("--max-tags must be at least 1".into()));
     }
     mounts::ensure_bpffs()?;
+    // Before 5.11 the maps and programs count against RLIMIT_MEMLOCK.
+    crate::sys::memlock::raise();
     if let Err(e) = mounts::ensure_tracefs() {
         tracing::warn!("tracefs unavailable ({e}); status will not show tracepoint formats");
     }

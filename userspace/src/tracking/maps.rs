@@ -163,6 +163,13 @@ impl Tracking {
         tags
     }
 
+    /// True when the kernel reads the tag map in batches (`BPF_MAP_LOOKUP_BATCH`, 5.6);
+    /// [`Self::tags`] walks it key by key otherwise.
+    pub fn reads_in_batches(&self) -> bool {
+        use std::os::fd::AsFd;
+        super::batch::lookup_all::<Tag>(self.tags.map().fd().as_fd()).is_ok()
+    }
+
     /// The tag of `pid`, if any.
     pub fn tag(&self, pid: u32) -> Option<Tag> {
         self.tags.get(&pid, 0).ok()

@@ -214,7 +214,13 @@ pub fn release_unused(tracking: &mut Tracking, ids: &[u32], grace: std::time::Du
         return Ok(out);
     }
     let _lock = tracking.lock()?;
-    let live: std::collections::HashSet<u32> = tracking.tags().iter().map(|(_, t)| t.service_id).collect();
+    // A tag that outlived its process (its exit run skipped by the kernel) keeps no service.
+    let live: std::collections::HashSet<u32> = tracking
+        .tags()
+        .into_iter()
+        .filter(|(pid, t)| ids.contains(&t.service_id) && !tracking.forget_if_exited(*pid, t))
+        .map(|(_, t)| t.service_id)
+        .collect();
     let now = clock::epoch_ns(SystemTime::now());
     for svc in list(tracking) {
         if !ids.contains(&svc.id)

@@ -309,7 +309,7 @@ fn run_vms(root: &Path, manifest: &Manifest, opts: &Options) -> Result<Vec<Row>>
 }
 
 /// The guest kernel's command line.
-const CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic rdinit=/init loglevel=4 quiet mitigations=off";
+const CMDLINE: &str = "console=ttyS0 panic=-1 oops=panic rdinit=/init loglevel=4 quiet";
 
 /// Boots one kernel with the suite (or the test binaries `tests` names).
 fn vm_run(

@@ -261,7 +261,7 @@ fn tree_checks(paths: &PinPaths) -> Vec<Check> {
 
 /// Before 5.11 the kernel charges BPF memory to RLIMIT_MEMLOCK.
 fn memlock_check(version: Option<(u32, u32)>) -> Check {
-    let (soft, hard) = crate::sys::memlock::limits();
+    let (soft, hard) = crate::sys::limits::memlock();
     let show = |v: u64| {
         if v == libc::RLIM_INFINITY {
             "unlimited".to_string()

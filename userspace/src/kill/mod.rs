@@ -82,6 +82,9 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
         .steps
         .contains(&Step::Send(Signal::KILL))
         .then(RealTime::enter);
+    // A pidfd is held per live target: a tree larger than the usual soft limit of 1024 files
+    // would make the rest fail with EMFILE (seen with a 2000-process fork bomb).
+    crate::sys::limits::raise_nofile();
     let registered_before = match &req.target {
         Target::Service(name) => crate::lineage::registry::resolve(tracking, name).is_ok(),
         Target::Process(_) => true,

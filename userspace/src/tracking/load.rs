@@ -93,7 +93,7 @@ fn attach(paths: &PinPaths, opts: &LoadOptions) -> Result<(LoadOutcome, PinLock)
     }
     mounts::ensure_bpffs()?;
     // Before 5.11 the maps and programs count against RLIMIT_MEMLOCK.
-    crate::sys::memlock::raise();
+    crate::sys::limits::raise_memlock();
     if let Err(e) = mounts::ensure_tracefs() {
         tracing::warn!("tracefs unavailable ({e}); status will not show tracepoint formats");
     }

@@ -147,7 +147,7 @@ pub fn diagnose(live: &PinPaths, scratch: &PinPaths) -> Report {
         }
     }
     if live_now || scratch_loaded {
-        checks.extend(tree_checks(paths));
+        checks.extend(tree_checks(paths, Tracking::open(paths).ok().as_ref()));
     }
     checks.push(pidfd_check());
     checks.extend(cgroup_checks(true));
@@ -169,15 +169,15 @@ pub fn diagnose(live: &PinPaths, scratch: &PinPaths) -> Report {
 
 /// The checks of a loaded pin tree that found something degraded, and the cgroup checks
 /// that need no scratch cgroup: what `status` reports.
-pub fn degraded(paths: &PinPaths) -> Vec<Check> {
-    let mut checks = tree_checks(paths);
+pub fn degraded(paths: &PinPaths, tracking: &Tracking) -> Vec<Check> {
+    let mut checks = tree_checks(paths, Some(tracking));
     checks.extend(cgroup_checks(false));
     checks.retain(|c| c.outcome != Outcome::Ok);
     checks
 }
 
 /// The checks of a loaded pin tree: what attached, and how.
-fn tree_checks(paths: &PinPaths) -> Vec<Check> {
+fn tree_checks(paths: &PinPaths, tracking: Option<&Tracking>) -> Vec<Check> {
     let mut checks = Vec::new();
     let missing: Vec<&str> = programs::TRACKING
         .iter()
@@ -191,8 +191,7 @@ fn tree_checks(paths: &PinPaths) -> Vec<Check> {
         format!("not attached: {}", missing.join(", ")),
         Outcome::Missing,
     ));
-    let tracking = Tracking::open(paths).ok();
-    if let Some(layout) = tracking.as_ref().and_then(|t| t.layout().ok()) {
+    if let Some(layout) = tracking.and_then(|t| t.layout().ok()) {
         checks.push(Check::new(
             "exit",
             Outcome::Ok,
@@ -226,7 +225,7 @@ fn tree_checks(paths: &PinPaths) -> Vec<Check> {
     });
     checks.push(Check::either(
         "batch reads",
-        tracking.as_ref().is_some_and(Tracking::reads_in_batches),
+        tracking.is_some_and(Tracking::reads_in_batches),
         "the tag map is read in batches (BPF_MAP_LOOKUP_BATCH, 5.6+)",
         "the tag map is read key by key (BPF_MAP_LOOKUP_BATCH is 5.6+): kills of large trees start later",
         Outcome::Degraded,

@@ -225,7 +225,7 @@ pub fn gather(paths: &PinPaths) -> Result<Status> {
     };
     if let Some(tracking) = tracking {
         status.live = true;
-        status.missing_features = doctor::degraded(paths);
+        status.missing_features = doctor::degraded(paths, &tracking);
         status.rules = tracking.rules().len();
         status.daemon = tracking.running_daemon().map(|d| daemon_status(&d));
         status.ready = status.daemon.as_ref().is_none_or(|d| d.ready);

@@ -9,6 +9,7 @@
 mod event;
 mod kernel;
 mod maps;
+mod preempt;
 mod probes;
 
 #[cfg(not(test))]

@@ -19,6 +19,18 @@ fn real_time() -> bool {
     unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
 }
 
+/// The runs the kernel skipped of each tracking program, from `status`: they tell a lost
+/// tracking run from a kill that missed.
+fn skipped_runs(inst: &Instance) -> String {
+    let (_, status) = inst.status();
+    let programs = status["programs"].as_array().cloned().unwrap_or_default();
+    let counts: Vec<String> = programs
+        .iter()
+        .map(|p| format!("{}={}", p["name"].as_str().unwrap_or("?"), p["skipped_runs"]))
+        .collect();
+    format!("runs the kernel skipped: {}", counts.join(" "))
+}
+
 #[test]
 fn fork_bomb_in_a_pids_cgroup_leaves_no_survivors() {
     require_privileges!();
@@ -56,9 +68,10 @@ fn fork_bomb_in_a_pids_cgroup_leaves_no_survivors() {
     assert_eq!(
         code(&out),
         0,
-        "summary: {}; stderr: {}",
+        "summary: {}; stderr: {}; {}",
         stdout.lines().last().unwrap_or(""),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        skipped_runs(&inst)
     );
     // Processes past their exit hook (untagged, finishing do_exit) must be gone shortly.
     // One deadline for all of them: a failure is reported in seconds, not N x GONE.
@@ -69,14 +82,16 @@ fn fork_bomb_in_a_pids_cgroup_leaves_no_survivors() {
         .collect();
     assert!(
         survivors.is_empty(),
-        "{} survivors, e.g. {:?}",
+        "{} survivors, e.g. {:?}; {}",
         survivors.len(),
-        &survivors[..survivors.len().min(5)]
+        &survivors[..survivors.len().min(5)],
+        skipped_runs(&inst)
     );
     let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     eprintln!(
-        "fork bomb: {} processes signalled in {elapsed:?}; {summary}",
-        summary["processes"]
+        "fork bomb: {} processes signalled in {elapsed:?}; {summary}; {}",
+        summary["processes"],
+        skipped_runs(&inst)
     );
     drop(tree);
 }

@@ -90,11 +90,6 @@ pub mod programs {
     /// The immediate of the reap program's kfunc call before the loader patches in the
     /// kfunc's BTF id: a value no BTF id reaches.
     pub const KFUNC_PLACEHOLDER: u32 = 0x7ead_c0de;
-    /// The immediates of the tracking programs' `bpf_preempt_disable` and
-    /// `bpf_preempt_enable` kfunc calls (Linux 6.10+) before the loader patches in their BTF
-    /// ids; on a kernel without them the loader turns the calls into no-ops.
-    pub const PREEMPT_DISABLE_PLACEHOLDER: u32 = 0x7ead_d15a;
-    pub const PREEMPT_ENABLE_PLACEHOLDER: u32 = 0x7ead_e7ab;
     pub const SNAPSHOT: [(&str, &str); 2] = [
         ("bpfkill_snapshot_even", "task"),
         ("bpfkill_snapshot_odd", "task"),

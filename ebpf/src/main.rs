@@ -9,7 +9,6 @@
 mod event;
 mod kernel;
 mod maps;
-mod preempt;
 mod probes;
 
 #[cfg(not(test))]

@@ -40,6 +40,10 @@ enum Task {
         /// fails only when a scenario breaks, never on a missed target.
         #[arg(long)]
         quick: bool,
+        /// Only these scenarios (repeatable): the table and results.json then hold their
+        /// figures alone.
+        #[arg(long, value_enum)]
+        only: Vec<bench::Scenario>,
     },
     /// Build target/dist/bpfkill_VERSION_ARCH.deb (release binary, init files, completions,
     /// man pages) with cargo-deb, installing cargo-deb when missing.
@@ -182,7 +186,7 @@ fn task(task: Task) -> Result<()> {
                 dist::build(&root()).map(drop)
             }
         }
-        Task::Bench { quick } => {
+        Task::Bench { quick, only } => {
             bootstrap()?;
             run(cargo().args([
                 "build",
@@ -196,7 +200,7 @@ fn task(task: Task) -> Result<()> {
             if !is_root() {
                 bail!("the benchmark loads eBPF programs: run it as root");
             }
-            bench::run(&root(), quick)
+            bench::run(&root(), quick, &only)
         }
     }
 }

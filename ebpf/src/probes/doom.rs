@@ -19,7 +19,7 @@ use crate::{
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn bpfkill_doom(ctx: RawTracePointContext) -> i32 {
-    super::run(&ctx, "doom", || try_doom(&ctx))
+    super::finish(&ctx, "doom", try_doom(&ctx))
 }
 
 fn try_doom(ctx: &RawTracePointContext) -> Result<(), ReadError> {

@@ -22,7 +22,7 @@ use crate::{
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn bpfkill_exec(ctx: RawTracePointContext) -> i32 {
-    super::run(&ctx, HOOK, || try_exec(&ctx))
+    super::finish(&ctx, HOOK, try_exec(&ctx))
 }
 
 const HOOK: &str = "exec";

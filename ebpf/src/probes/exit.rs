@@ -17,7 +17,7 @@ use crate::{
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn bpfkill_exit(ctx: RawTracePointContext) -> i32 {
-    super::run(&ctx, HOOK, || try_exit(&ctx))
+    super::finish(&ctx, HOOK, try_exit(&ctx))
 }
 
 const HOOK: &str = "exit";

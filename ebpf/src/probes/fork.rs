@@ -23,7 +23,7 @@ const CLONE_PARENT: u64 = 0x0000_8000;
 
 #[raw_tracepoint(tracepoint = "task_newtask")]
 pub fn bpfkill_fork(ctx: RawTracePointContext) -> i32 {
-    super::run(&ctx, HOOK, || try_fork(&ctx))
+    super::finish(&ctx, HOOK, try_fork(&ctx))
 }
 
 const HOOK: &str = "fork";

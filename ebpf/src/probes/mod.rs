@@ -1,4 +1,5 @@
-//! One program per hook, each a thin entry that runs its `try_` function through [`run`].
+//! One program per hook, each a thin entry that hands its `try_` function's outcome to
+//! [`finish`].
 mod doom;
 mod exec;
 mod exit;
@@ -10,15 +11,12 @@ use aya_ebpf::programs::RawTracePointContext;
 use aya_log_ebpf::{error, warn};
 use bpfkill_common::stat;
 
-use crate::{kernel::ReadError, maps::count, preempt};
+use crate::{kernel::ReadError, maps::count};
 
-/// Runs a tracepoint program's body with preemption off (see `preempt`), so that the kernel
-/// does not skip this program's runs on the CPU while this one waits preempted. Returns the
-/// program's return value: a failed kernel read is counted and logged, never fatal.
+/// A tracepoint program's return value; a failed kernel read is counted and logged, never
+/// fatal.
 #[inline(always)]
-fn run(ctx: &RawTracePointContext, hook: &str, body: impl FnOnce() -> Result<(), ReadError>) -> i32 {
-    preempt::disable();
-    let outcome = body();
+fn finish(ctx: &RawTracePointContext, hook: &str, outcome: Result<(), ReadError>) -> i32 {
     if let Err(e) = outcome {
         count(stat::READ_ERRORS);
         warn!(
@@ -26,7 +24,6 @@ fn run(ctx: &RawTracePointContext, hook: &str, body: impl FnOnce() -> Result<(),
             "{}: a kernel read failed (error {}): does a BTF offset not fit this kernel?", hook, e
         );
     }
-    preempt::enable();
     0
 }
 

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::{
     sys::{cgroup, mounts},
     text::Escaped,
-    tracking::{self, kfuncs, reap, skips, LoadOptions, PinPaths, Tracking},
+    tracking::{self, reap, skips, LoadOptions, PinPaths, Tracking},
 };
 
 /// The oldest kernel the suite runs on (Debian 11's 5.10).
@@ -151,7 +151,7 @@ pub fn diagnose(live: &PinPaths, scratch: &PinPaths) -> Report {
     }
     checks.push(pidfd_check());
     checks.extend(cgroup_checks(true));
-    checks.push(preemption_check(has_preempt_guard()));
+    checks.push(preemption_check());
     if scratch_loaded {
         if let Err(e) = tracking::unload(scratch) {
             tracing::warn!("the scratch pin tree {} stays: {e}", scratch.root().display());
@@ -362,18 +362,8 @@ fn cgroup_checks(scratch: bool) -> Vec<Check> {
     checks
 }
 
-/// Whether the kernel has the kfuncs with which the tracking programs turn preemption off
-/// for their runs (6.10+); the loader aims them the same way ([`tracking::kfuncs`]).
-fn has_preempt_guard() -> bool {
-    aya::Btf::from_sys_fs().is_ok_and(|btf| {
-        btf.id_by_type_name_kind(kfuncs::PREEMPT_DISABLE, aya_obj::btf::BtfKind::Func)
-            .is_ok()
-    })
-}
-
-/// Whether kernel code, and so a tracking program's run, can be preempted, and whether the
-/// programs turn preemption off (`guarded`).
-fn preemption_check(guarded: bool) -> Check {
+/// Whether kernel code, and so a tracking program's run, can be preempted.
+fn preemption_check() -> Check {
     let version = rustix::system::uname().version().to_string_lossy().into_owned();
     let built = ["PREEMPT_RT", "PREEMPT_LAZY", "PREEMPT_DYNAMIC", "PREEMPT"]
         .into_iter()
@@ -408,28 +398,12 @@ fn preemption_check(guarded: bool) -> Check {
         (Some(b), None) => b.to_string(),
         (None, _) => "not preemptible".to_string(),
     };
-    let (outcome, detail) = match (preemptible, guarded) {
-        (Some(false), _) => (
-            Outcome::Ok,
-            "tracking runs are not preempted, so the kernel does not skip them",
-        ),
-        (_, true) => (
-            Outcome::Ok,
-            "each tracking run turns preemption off first (bpf_preempt_disable, 6.10+), so a preempted run \
-             does not make the kernel skip the program's runs on that CPU",
-        ),
-        (Some(true), false) => (
-            Outcome::Degraded,
-            "a tracking run can be preempted, and the kernel skips the program's runs on that CPU meanwhile \
-             (bpf_preempt_disable is 6.10+): a skipped fork leaves a child untagged (see skipped runs)",
-        ),
-        (None, false) => (
-            Outcome::Degraded,
-            "mode chosen at boot and not visible here: if full or lazy, the kernel can skip tracking runs \
-             (bpf_preempt_disable is 6.10+; see skipped runs)",
-        ),
+    let detail = match preemptible {
+        Some(false) => "tracking runs are not preempted, so the kernel does not skip them",
+        Some(true) => "a tracking run can be preempted, and the kernel skips a run of the same program on that CPU meanwhile (see skipped runs)",
+        None => "mode chosen at boot and not visible here: if full or lazy, the kernel can skip tracking runs (see skipped runs)",
     };
-    Check::new("preemption", outcome, format!("{how}: {detail}"))
+    Check::new("preemption", Outcome::Ok, format!("{how}: {detail}"))
 }
 
 /// Writes the report for people: one line per check.

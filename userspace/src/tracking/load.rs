@@ -19,10 +19,11 @@ use bpfkill_common::{maps, programs, KernelLayout};
 
 use super::{
     kernel_log::KernelLogLevel,
-    kfuncs, layout,
+    layout,
     maps::Tracking,
     migrate::{self, Migration},
     pins::{create_private_dir, PinLock, PinPaths},
+    reap,
 };
 use crate::{
     error::{Error, Result},
@@ -129,14 +130,13 @@ fn attach(paths: &PinPaths, opts: &LoadOptions) -> Result<(LoadOutcome, PinLock)
     let kernel_types = aya::Btf::from_sys_fs()
         .inspect_err(|e| tracing::warn!("ps will read /proc: cannot read the kernel BTF ({e})"))
         .ok();
-    // The object's kfunc calls aimed at this kernel: preemption off around each tracking
-    // run, the in-kernel kill.
-    let patched = kfuncs::patch(OBJECT, kernel_types.as_ref());
-    if !patched.preempt_guard {
-        tracing::debug!("no {}: tracking runs may be preempted", kfuncs::PREEMPT_DISABLE);
-    }
+    // With the kfunc behind the in-kernel kill, the object's call to it is patched in.
+    let patched = kernel_types
+        .as_ref()
+        .and_then(|btf| reap::patched_object(OBJECT, btf));
+    let object = patched.as_ref().map_or(OBJECT, reap::Object::bytes);
     let mut ebpf = load_object(
-        patched.bytes(),
+        object,
         paths,
         &kernel_layout,
         opts.max_tags,
@@ -186,7 +186,7 @@ fn attach(paths: &PinPaths, opts: &LoadOptions) -> Result<(LoadOutcome, PinLock)
     // The in-kernel kill, where the kernel has its kfunc; kills signal from userspace
     // otherwise.
     let _ = fs::remove_file(paths.link(programs::REAP.0));
-    if let (Some(btf), true) = (&kernel_types, patched.kernel_kill) {
+    if let (Some(btf), Some(_)) = (&kernel_types, &patched) {
         let (name, iter_type) = programs::REAP;
         match attach_snapshot(&mut ebpf, paths, btf, name, iter_type) {
             Ok(()) => attached += 1,
@@ -331,10 +331,7 @@ pub fn arm_doom(tracking: &Tracking) -> Result<Doom> {
         return Ok(Doom::Pinned(Box::new(program)));
     }
     let layout = tracking.layout()?;
-    // Without the kernel's BTF (parsing it would slow every such kill), so the run is not
-    // guarded against preemption.
-    let object = kfuncs::patch(OBJECT, None);
-    let mut ebpf = load_object(object.bytes(), paths, &layout, tracking.max_tags(), None)
+    let mut ebpf = load_object(OBJECT, paths, &layout, tracking.max_tags(), None)
         .map_err(|e| Error::ebpf("load the doom program", e))?;
     load_and_attach(&mut ebpf, name, tracepoint)?;
     Ok(Doom::Loaded(ebpf))

@@ -1,13 +1,12 @@
 //! The kernel side seen from userspace: loading and pinning the programs ([`load`], [`pins`]),
 //! typed access to their maps ([`maps`], read in bulk by [`batch`]), the kernel structure layout they are loaded with
 //! ([`layout`]), the events they emit ([`events`]) and their diagnostics ([`kernel_log`]);
-//! carrying an older version's live tracking over on upgrade ([`migrate`]); the kfunc calls
-//! aimed at the running kernel ([`kfuncs`]); the in-kernel kill ([`reap`]); the runs the kernel skipped of a program ([`skips`]).
+//! carrying an older version's live tracking over on upgrade ([`migrate`]); the in-kernel
+//! kill ([`reap`]); the runs the kernel skipped of a program ([`skips`]).
 
 mod batch;
 pub mod events;
 pub mod kernel_log;
-pub mod kfuncs;
 pub mod layout;
 pub mod load;
 pub mod maps;

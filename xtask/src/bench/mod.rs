@@ -231,8 +231,21 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-/// Runs every scenario; writes the table and `target/bench/results.json`.
-pub fn run(root: &Path, quick: bool) -> Result<()> {
+/// A group of figures that `--only` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Tracking's cost on fork, exec, exit and threads.
+    Overhead,
+    /// Kills of 1000 and 10,000 processes, the fork loop and the fork bomb.
+    Kill,
+    /// ps over 10,000 processes, the journal under a storm, memory, job mode.
+    Forensics,
+}
+
+/// Runs every scenario (or those in `only`); writes the table and
+/// `target/bench/results.json`.
+pub fn run(root: &Path, quick: bool, only: &[Scenario]) -> Result<()> {
+    let wanted = |s: Scenario| only.is_empty() || only.contains(&s);
     let scale = Scale::new(quick);
     let name = "bpfkill-bench";
     let bench = Bench {
@@ -249,9 +262,15 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     std::fs::write(&bench.config, "")?;
     let mut results = Results::new(scale);
     let outcome = (|| -> Result<()> {
-        overhead::run(&bench, &mut results)?;
-        kill::run(&bench, &cgroups, &mut results)?;
-        forensics::run(&bench, &cgroups, &mut results)?;
+        if wanted(Scenario::Overhead) {
+            overhead::run(&bench, &mut results)?;
+        }
+        if wanted(Scenario::Kill) {
+            kill::run(&bench, &cgroups, &mut results)?;
+        }
+        if wanted(Scenario::Forensics) {
+            forensics::run(&bench, &cgroups, &mut results)?;
+        }
         Ok(())
     })();
     safety::cleanup();

@@ -30,6 +30,12 @@ const DOOM_SETTLE: Duration = Duration::from_millis(20);
 /// When doom mode gives up: how long the last SIGKILLs get to take effect before whoever is
 /// left counts as a survivor.
 const DOOM_LAST_WAIT: Duration = Duration::from_secs(1);
+/// Of the processes killed in the kernel and still listed, how many a pass waits for through
+/// pidfds: the last ones signalled (the highest PIDs: the iterator signals in task-list
+/// order). A pidfd per process (open, epoll add, close) cost a 1000-process kill more CPU
+/// than the kernel's own signalling, taken from the dying processes; the pass after the wait
+/// reads the tags again and waits for whoever is left.
+const KERNEL_KILL_WAIT_SAMPLE: usize = 32;
 
 impl Kill<'_> {
     /// SIGKILL with doom mode, until no target is left (or [`DOOM_LIMIT`]).
@@ -124,6 +130,10 @@ impl Kill<'_> {
         let deadline = Instant::now() + DOOM_LIMIT;
         let mut handled = HashSet::new();
         let mut first = true;
+        // Processes seen to exit (their pidfd said so, or none could be opened): a tag of
+        // one that is still there is one the exit program missed, as is a tag whose PID
+        // number another process holds now.
+        let mut exited: HashSet<u32> = HashSet::new();
         // The first pass kills in the kernel where it can: this kill owns the service's doom,
         // so every doomed process is this service's (or another kill's, left to it).
         let mut reap_now = owner && reap::available(self.tracking.paths());
@@ -156,7 +166,8 @@ impl Kill<'_> {
                 .into_iter()
                 .filter(|c| {
                     let tag_only = c.evidence.tag && !c.evidence.proc && !c.evidence.cgroup;
-                    !(tag_only
+                    !((exited.contains(&c.pid) || self.recycled(c))
+                        && tag_only
                         && handled.contains(&(c.pid, c.start_ticks))
                         && c.tag.is_some_and(|t| self.tracking.forget_if_exited(c.pid, &t)))
                 })
@@ -165,6 +176,15 @@ impl Kill<'_> {
             if left == 0 {
                 break;
             }
+            // The processes killed in the kernel that are still listed: the pass waits for
+            // the last signalled of them.
+            let mut dying: Vec<u32> = cands
+                .iter()
+                .filter(|c| self.killed_in_kernel(c) && !self.live.iter().any(|w| w.pid == c.pid))
+                .map(|c| c.pid)
+                .collect();
+            dying.sort_unstable_by_key(|&p| std::cmp::Reverse(p));
+            dying.truncate(KERNEL_KILL_WAIT_SAMPLE);
             let fresh: Vec<Candidate> = cands
                 .into_iter()
                 .filter(|c| handled.insert((c.pid, c.start_ticks)))
@@ -192,15 +212,32 @@ impl Kill<'_> {
             for (c, fd) in verified {
                 self.send(c, fd, Signal::KILL);
             }
+            for pid in dying {
+                match rustix::process::Pid::from_raw(pid as i32)
+                    .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+                {
+                    // Opened after the kill, for waiting only (nothing is ever sent to it).
+                    Some(pidfd) => self.live.push(Waitee { pid, pidfd }),
+                    None => {
+                        exited.insert(pid);
+                    }
+                }
+            }
             if self.live.is_empty() {
-                // Only processes killed in the kernel without a pidfd are left: their tags go
-                // at their exit.
+                // Only processes already gone from /proc are left: their tags go at their
+                // exit.
                 std::thread::sleep(DOOM_SETTLE);
             }
             // Collect again once the signalled are gone, or stop dying for DOOM_SETTLE (a
             // forker's children are killed by the kernel meanwhile): a tree of 10,000 is
             // not re-read every few milliseconds while it dies.
+            let waited: Vec<u32> = self.live.iter().map(|w| w.pid).collect();
             self.live = wait_while_exiting(std::mem::take(&mut self.live), DOOM_SETTLE, deadline);
+            exited.extend(
+                waited
+                    .into_iter()
+                    .filter(|p| !self.live.iter().any(|w| w.pid == *p)),
+            );
             if Instant::now() >= deadline {
                 tracing::warn!("doom mode gave up after {DOOM_LIMIT:?}; reporting what is left");
                 // Whoever outlives the last wait is a survivor: the report counts them and
@@ -243,13 +280,21 @@ impl Kill<'_> {
         r.signals.push(Signal::KILL);
         r.in_kernel = true;
         r.comm = comm;
-        // Opened after the kill, for waiting only (nothing is ever sent to it): at worst, a
-        // PID reused within microseconds is waited for until the settle time.
-        if let Some(pidfd) = rustix::process::Pid::from_raw(c.pid as i32)
-            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
-        {
-            self.live.push(Waitee { pid: c.pid, pidfd });
-        }
+    }
+
+    /// True when the candidate's PID number was found held by another process.
+    fn recycled(&self, c: &Candidate) -> bool {
+        self.index
+            .get(&(c.pid, c.start_ticks))
+            .is_some_and(|&i| self.report.results[i].outcome == Outcome::Recycled)
+    }
+
+    /// True when the candidate is a process this kill signalled in the kernel (the doom loop
+    /// waits for some of them, see [`KERNEL_KILL_WAIT_SAMPLE`]).
+    fn killed_in_kernel(&self, c: &Candidate) -> bool {
+        self.index
+            .get(&(c.pid, c.start_ticks))
+            .is_some_and(|&i| self.report.results[i].in_kernel)
     }
 
     /// True when a candidate was handled and can never be signalled (protected, recycled,

@@ -314,7 +314,7 @@ fn pin_doom(ebpf: &mut Ebpf, paths: &PinPaths) -> Result<()> {
 /// Doom mode, armed: the `sys_exit` program is attached while this lives.
 pub enum Doom {
     /// The program pinned at load, attached now (two system calls).
-    Pinned(Box<RawTracePoint>),
+    Pinned(std::os::fd::OwnedFd),
     /// Loaded now, for a tree pinned without it.
     Loaded(Ebpf),
 }
@@ -324,11 +324,12 @@ pub enum Doom {
 pub fn arm_doom(tracking: &Tracking) -> Result<Doom> {
     let (name, tracepoint) = programs::DOOM;
     let paths = tracking.paths();
-    if let Ok(mut program) = RawTracePoint::from_pin(paths.prog(name)) {
-        program
-            .attach(tracepoint)
-            .map_err(|e| Error::ebpf(format!("attach {name} to raw tracepoint {tracepoint}"), e))?;
-        return Ok(Doom::Pinned(Box::new(program)));
+    // Two system calls, not aya's `from_pin`, which first probes the kernel's features
+    // (about twenty more, program loads among them) before the kill's first signal.
+    if let Ok(program) = super::skips::open_pinned(&paths.prog(name)) {
+        let link = super::skips::raw_tracepoint_open(&program, tracepoint)
+            .map_err(|e| Error::io(format!("attach {name} to raw tracepoint {tracepoint}"), e))?;
+        return Ok(Doom::Pinned(link));
     }
     let layout = tracking.layout()?;
     let mut ebpf = load_object(OBJECT, paths, &layout, tracking.max_tags(), None)

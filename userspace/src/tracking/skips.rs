@@ -9,6 +9,9 @@
 //!
 //! aya 0.14 keeps `bpf_prog_info` private, so the two commands are issued here; the
 //! attribute layouts are the kernel's `union bpf_attr` members (include/uapi/linux/bpf.h).
+//! The doom program is attached through the same raw commands (see `load::arm_doom`): aya's
+//! `from_pin` probes the kernel's features first, a score of system calls before a kill's
+//! first signal.
 
 use std::{
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
@@ -18,7 +21,9 @@ use std::{
 use aya::programs::links::{FdLink, PinnedLink};
 use aya_obj::generated::bpf_prog_info;
 
+const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
 /// The `BPF_*_GET_FD_BY_ID` member of `union bpf_attr`.
@@ -37,6 +42,49 @@ struct InfoAttr {
     bpf_fd: u32,
     info_len: u32,
     info: u64,
+}
+
+/// The `BPF_OBJ_*` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// The `raw_tracepoint` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct RawTracepointAttr {
+    name: u64,
+    prog_fd: u32,
+}
+
+/// The pinned object (a program) at `pin`.
+pub(super) fn open_pinned(pin: &Path) -> std::io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut attr = ObjAttr {
+        pathname: path.as_ptr() as u64,
+        ..Default::default()
+    };
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches `program` to raw tracepoint `name`; closing the returned descriptor detaches it.
+pub(super) fn raw_tracepoint_open(program: &OwnedFd, name: &str) -> std::io::Result<OwnedFd> {
+    let name =
+        std::ffi::CString::new(name).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut attr = RawTracepointAttr {
+        name: name.as_ptr() as u64,
+        prog_fd: program.as_raw_fd() as u32,
+    };
+    let fd = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?;
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {

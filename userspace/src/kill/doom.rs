@@ -233,11 +233,8 @@ impl Kill<'_> {
             // not re-read every few milliseconds while it dies.
             let waited: Vec<u32> = self.live.iter().map(|w| w.pid).collect();
             self.live = wait_while_exiting(std::mem::take(&mut self.live), DOOM_SETTLE, deadline);
-            exited.extend(
-                waited
-                    .into_iter()
-                    .filter(|p| !self.live.iter().any(|w| w.pid == *p)),
-            );
+            let survivors: HashSet<u32> = self.live.iter().map(|w| w.pid).collect();
+            exited.extend(waited.into_iter().filter(|p| !survivors.contains(p)));
             if Instant::now() >= deadline {
                 tracing::warn!("doom mode gave up after {DOOM_LIMIT:?}; reporting what is left");
                 // Whoever outlives the last wait is a survivor: the report counts them and

@@ -2,8 +2,7 @@
 //! chunk, where aya 0.14's iterator makes two per entry (next key, then lookup). A kill
 //! reads the whole tag map before it signals anything, so this is on its critical path.
 //!
-//! aya 0.14 does not wrap the command; the attribute layout is the kernel's
-//! `union bpf_attr` batch member (include/uapi/linux/bpf.h).
+//! aya 0.14 does not wrap the command: it is issued through [`super::raw`].
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
@@ -54,15 +53,8 @@ pub fn lookup_all<V: Copy + Default>(map: BorrowedFd<'_>) -> std::io::Result<Vec
         // SAFETY: `attr` is the kernel's batch layout; the key and value buffers hold CHUNK
         // entries of the map's key and value size and outlive the call; the tokens are u64s
         // the kernel writes at most 4 bytes of.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = (ret < 0).then(std::io::Error::last_os_error);
+        let ret = unsafe { super::raw::bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
+        let err = ret.err();
         let n = (attr.count as usize).min(CHUNK);
         out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
         match err {

@@ -326,8 +326,8 @@ pub fn arm_doom(tracking: &Tracking) -> Result<Doom> {
     let paths = tracking.paths();
     // Two system calls, not aya's `from_pin`, which first probes the kernel's features
     // (about twenty more, program loads among them) before the kill's first signal.
-    if let Ok(program) = super::skips::open_pinned(&paths.prog(name)) {
-        let link = super::skips::raw_tracepoint_open(&program, tracepoint)
+    if let Ok(program) = super::raw::open_pinned(&paths.prog(name)) {
+        let link = super::raw::raw_tracepoint_open(&program, tracepoint)
             .map_err(|e| Error::io(format!("attach {name} to raw tracepoint {tracepoint}"), e))?;
         return Ok(Doom::Pinned(link));
     }

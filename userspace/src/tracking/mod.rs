@@ -2,7 +2,8 @@
 //! typed access to their maps ([`maps`], read in bulk by [`batch`]), the kernel structure layout they are loaded with
 //! ([`layout`]), the events they emit ([`events`]) and their diagnostics ([`kernel_log`]);
 //! carrying an older version's live tracking over on upgrade ([`migrate`]); the in-kernel
-//! kill ([`reap`]); the runs the kernel skipped of a program ([`skips`]).
+//! kill ([`reap`]); the runs the kernel skipped of a program ([`skips`]); the `bpf(2)` commands aya does
+//! not expose ([`raw`]).
 
 mod batch;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod load;
 pub mod maps;
 pub mod migrate;
 pub mod pins;
+mod raw;
 pub mod reap;
 pub mod skips;
 

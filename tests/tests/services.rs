@@ -647,6 +647,20 @@ fn a_leave_exe_boundary_lets_a_child_out_of_the_service() {
         !listed.contains(&kids[0]),
         "the boundary's process stayed in the service"
     );
+    // While the main process lives, its /proc descendants are evidence too: not the one that
+    // left (a dry run collects everything before it would signal).
+    let out = inst.run(["-s", "KILL", "--service", &service, "--dry-run", "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let would: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["outcome"] == "would-signal")
+        .filter_map(|l| l["pid"].as_u64())
+        .collect();
+    assert!(
+        would.contains(&u64::from(stayed)) && !would.contains(&u64::from(kids[0])),
+        "{would:?}"
+    );
     let out = inst.run(["-s", "KILL", "--service", &service]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(wait_gone(main, GONE) && wait_gone(stayed, GONE));

@@ -21,20 +21,13 @@ use crate::{
         discover::{self, Hints},
         registry,
     },
-    sys::{pidfile::PidSource, procs},
+    sys::{
+        files::{exe_key, kernel_dev},
+        pidfile::PidSource,
+        procs,
+    },
     tracking::{maps::RuleSet, Tracking},
 };
-
-/// The kernel's `dev_t` (`major << 20 | minor`) of a userspace `st_dev`.
-pub fn kernel_dev(st_dev: u64) -> u64 {
-    (u64::from(libc::major(st_dev)) << 20) | u64::from(libc::minor(st_dev))
-}
-
-/// The kernel's identity of the file at `path` (links followed): (device, inode).
-pub fn exe_key(path: &Path) -> Option<(u64, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    m.is_file().then(|| (kernel_dev(m.dev()), m.ino()))
-}
 
 fn comm_key(name: &str) -> [u8; COMM_LEN] {
     let mut key = [0u8; COMM_LEN];

@@ -185,7 +185,13 @@ pub fn collect(tracking: &Tracking, sel: &Selection) -> Result<Vec<Candidate>> {
     }
     if let (Some((root_pid, root_ticks)), true) = (root, root_alive) {
         add(root_pid, root_ticks, None, &|e| e.proc = true);
-        for (pid, ticks) in procs.descendants(root_pid) {
+        // A process that left the service through one of its boundaries (it exec'd a
+        // `leave_exe` binary, and the kernel removed its tag) takes its subtree with it.
+        let left = |pid: u32| {
+            !tags.contains_key(&pid)
+                && procs::exe_key(pid).is_some_and(|exe| tracking.is_boundary(exe, service_id))
+        };
+        for (pid, ticks) in procs.descendants_within(root_pid, |p| !left(p)) {
             add(pid, ticks, None, &|e| e.proc = true);
         }
     }

@@ -77,6 +77,19 @@ pub fn read_capped(file: File, limit: u64, what: &str, path: &Path) -> Result<Ve
     Ok(data)
 }
 
+/// The kernel's `dev_t` (`major << 20 | minor`) of a userspace `st_dev`.
+pub fn kernel_dev(st_dev: u64) -> u64 {
+    (u64::from(libc::major(st_dev)) << 20) | u64::from(libc::minor(st_dev))
+}
+
+/// The kernel's identity of the file at `path` (links followed): (device, inode), as the
+/// exec program reads it and the exe rules are keyed.
+pub fn exe_key(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    m.is_file().then(|| (kernel_dev(m.dev()), m.ino()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

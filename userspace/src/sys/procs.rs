@@ -39,6 +39,12 @@ pub fn uids(pid: u32) -> Option<(u32, u32)> {
     Some((status.ruid, status.suid))
 }
 
+/// The kernel's identity (device, inode) of the file a process runs, as its exec recorded
+/// it; None when it has exited or is a kernel thread.
+pub fn exe_key(pid: u32) -> Option<(u64, u64)> {
+    crate::sys::files::exe_key(std::path::Path::new(&format!("/proc/{pid}/exe")))
+}
+
 /// True when the process has exited, though it still has a /proc entry: a zombie with no
 /// live thread. (A leader that exited before its other threads shows `Z` too, but its process
 /// lives on in them.)
@@ -112,6 +118,12 @@ impl ProcTable {
 
     /// The descendants of `root` by parent PID (not including it), with their start ticks.
     pub fn descendants(&self, root: u32) -> Vec<(u32, u64)> {
+        self.descendants_within(root, |_| true)
+    }
+
+    /// As [`Self::descendants`], without a process for which `within` is false, or anything
+    /// below it.
+    pub fn descendants_within(&self, root: u32, mut within: impl FnMut(u32) -> bool) -> Vec<(u32, u64)> {
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
         for (&pid, &(ppid, _)) in &self.procs {
             children.entry(ppid).or_default().push(pid);
@@ -120,7 +132,7 @@ impl ProcTable {
         let mut stack = vec![root];
         while let Some(p) = stack.pop() {
             for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
-                if c != root && out.len() < self.procs.len() {
+                if c != root && out.len() < self.procs.len() && within(c) {
                     out.push((c, self.procs[&c].1));
                     stack.push(c);
                 }
@@ -158,6 +170,18 @@ mod tests {
         d.sort();
         assert_eq!(d, vec![11, 12]);
         assert!(t.descendants(14).is_empty());
+    }
+
+    #[test]
+    fn descendants_within_leave_out_a_subtree() {
+        let t = ProcTable::from_rows([(10, 1, 0), (11, 10, 0), (12, 11, 0), (13, 10, 0)]);
+        let mut d: Vec<u32> = t
+            .descendants_within(10, |p| p != 11)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        d.sort();
+        assert_eq!(d, vec![13]);
     }
 
     #[test]

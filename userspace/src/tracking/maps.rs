@@ -394,6 +394,12 @@ impl Tracking {
         out
     }
 
+    /// True when executable `exe` (device, inode) is a boundary of service `service_id`: a
+    /// process of the service that execs it leaves the service.
+    pub fn is_boundary(&self, exe: (u64, u64), service_id: u32) -> bool {
+        self.leave_rules.get(&leave_key((exe, service_id)), 0).is_ok()
+    }
+
     /// The rules in the kernel now.
     pub fn rules(&self) -> RuleSet {
         RuleSet {

@@ -13,7 +13,7 @@ pub mod user;
 
 /// Version of the map/event layout. Pins live under `/sys/fs/bpf/bpfkill/v{ABI_VERSION}`, so
 /// a bpfkill built with another layout never adopts incompatible maps.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// SIGKILL's number: the one signal the kernel programs send, and the one userspace treats
 /// specially (doom mode).
@@ -62,7 +62,16 @@ pub mod maps {
     pub const DOOMED_SERVICES: &str = "BPFKILL_DOOMED_SERVICES";
     /// `Array<KernelLayout>` with one entry: the layout the loaded programs use.
     pub const LAYOUT: &str = "BPFKILL_LAYOUT";
+    /// `HashMap<u64 task address, Tag>`: new processes of tagged creators whose fork run
+    /// has not tagged them (yet), written by the fork backstop (see
+    /// [`crate::programs::BACKSTOP`]); `start_ns` is 0 until the tag is recovered.
+    pub const UNSEEN: &str = "BPFKILL_UNSEEN";
 }
+
+/// Capacity of the unseen map: children of tagged creators between their creation and the
+/// fork program's run, and those whose fork run the kernel skipped, until they are tagged or
+/// freed.
+pub const MAX_UNSEEN: u32 = 16_384;
 
 /// Capacity of the ghost map (least recently written entries are evicted first).
 pub const MAX_GHOSTS: u32 = 65_536;
@@ -90,6 +99,14 @@ pub mod programs {
     /// The immediate of the reap program's kfunc call before the loader patches in the
     /// kfunc's BTF id: a value no BTF id reaches.
     pub const KFUNC_PLACEHOLDER: u32 = 0x7ead_c0de;
+    /// The fork backstop, BPF LSM programs (the kernel never skips an LSM program's run, as
+    /// it skips a raw tracepoint program's while another run of it is preempted on the same
+    /// CPU, as on Linux 7.2, whose tracepoints are preemptible): `task_alloc` records, under the new
+    /// task's address, the tag its tagged creator would give it; the fork program removes
+    /// the record when it tags the child; a record it left (its run skipped) becomes a tag
+    /// when the fork, exec, doom, kill or ps programs next meet the process; `task_free`
+    /// removes what is left. Attached where BPF LSM is active.
+    pub const BACKSTOP: [(&str, &str); 2] = [("bpfkill_alloc", "task_alloc"), ("bpfkill_free", "task_free")];
     pub const SNAPSHOT: [(&str, &str); 2] = [
         ("bpfkill_snapshot_even", "task"),
         ("bpfkill_snapshot_odd", "task"),
@@ -114,8 +131,13 @@ pub mod stat {
     pub const STALE_CREATOR: u32 = 6;
     /// Doomed processes killed in the kernel (at fork, or returning from a system call).
     pub const DOOM_KILLS: u32 = 7;
+    /// Processes tagged late from the fork backstop's record: the kernel skipped the fork
+    /// program's run that should have tagged them.
+    pub const FORKS_RECOVERED: u32 = 8;
+    /// A child of a tagged creator could not be recorded by the fork backstop (its map full).
+    pub const UNSEEN_FULL: u32 = 9;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
     /// Human names, by index.
     pub const NAMES: [&str; COUNT as usize] = [
         "tags_full",
@@ -126,6 +148,8 @@ pub mod stat {
         "execs",
         "stale_creator",
         "doom_kills",
+        "forks_recovered",
+        "unseen_full",
     ];
 }
 
@@ -155,6 +179,9 @@ pub mod tag_flags {
     /// Put at the root of its service by a rule when it exec'd the service's executable (or
     /// took its name).
     pub const MATCHED: u32 = 1 << 9;
+    /// Tagged late, from the fork backstop's record: the kernel skipped the fork program's
+    /// run (`tagged_ns` is still the creation time).
+    pub const RECOVERED: u32 = 1 << 10;
 }
 
 /// [`DaemonState::flags`] bits.

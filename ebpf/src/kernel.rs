@@ -203,3 +203,27 @@ macro_rules! layout {
     }};
 }
 pub(crate) use layout;
+
+/// The tag of process `tgid`, whose leader is an iterator's `task`: its tag, or for a live
+/// process whose fork run the kernel skipped, the tag recovered now from the fork backstop's
+/// record ([`crate::maps::recover`]).
+#[inline(always)]
+pub fn tag_or_recovered(task: *const u8, tgid: u32) -> Option<Tag> {
+    // SAFETY: the value is copied out at once.
+    if let Some(tag) = unsafe { crate::maps::TAGS.get(&tgid) } {
+        return Some(*tag);
+    }
+    // SAFETY: task is the iterator's (BTF-typed) task; the offsets are LAYOUT's.
+    let (exit_state, start): (u32, u64) = unsafe {
+        (
+            load_at(task, layout!(task_exit_state)),
+            load_at(task, layout!(task_start_boottime)),
+        )
+    };
+    // A process past its exit is not tagged again (its exit run has gone by).
+    if exit_state != 0 || !crate::maps::recover(task as u64, tgid, start) {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { crate::maps::TAGS.get(&tgid) }.copied()
+}

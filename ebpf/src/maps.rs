@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use bpfkill_common::{
     stat, tag_flags, DaemonState, ExeKey, Ghost, KernelLayout, LeaveKey, ServiceRecord, ServiceStats, Tag,
-    COMM_LEN, DEFAULT_MAX_TAGS, EVENTS_BYTES, MAX_GHOSTS, MAX_RULES, MAX_SERVICES, SIGKILL,
+    COMM_LEN, DEFAULT_MAX_TAGS, EVENTS_BYTES, MAX_GHOSTS, MAX_RULES, MAX_SERVICES, MAX_UNSEEN, SIGKILL,
 };
 
 /// Every live tagged process, keyed by tgid. Userspace may resize it at load time.
@@ -59,6 +59,41 @@ pub static LEAVE_RULES: HashMap<LeaveKey, u32> = HashMap::pinned(MAX_RULES, 0);
 /// Per-service counters, keyed by service id.
 #[map(name = "BPFKILL_SVC_STATS")]
 pub static SERVICE_STATS: PerCpuHashMap<u32, ServiceStats> = PerCpuHashMap::pinned(MAX_SERVICES, 0);
+
+/// New processes of tagged creators that the fork program has not tagged (yet), keyed by the
+/// address of their task, written by the fork backstop (see `probes/backstop.rs`).
+#[map(name = "BPFKILL_UNSEEN")]
+pub static UNSEEN: HashMap<u64, Tag> = HashMap::pinned(MAX_UNSEEN, 0);
+
+/// Tags process `tgid`, whose leader task is at `leader` and started at `start_ns`, from the
+/// fork backstop's record of it, when the fork program's run that should have tagged it was
+/// skipped: true when a tag was written. Callers look the tag up again (a map value pointer
+/// is not handed across this call).
+#[inline(never)]
+pub fn recover(leader: u64, tgid: u32, start_ns: u64) -> bool {
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(mut tag) = (unsafe { UNSEEN.get(&leader) }).copied() else {
+        return false;
+    };
+    let _ = UNSEEN.remove(&leader);
+    tag.start_ns = start_ns;
+    tag.flags |= tag_flags::RECOVERED;
+    if TAGS.insert(&tgid, &tag, 0).is_err() {
+        count(stat::TAGS_FULL);
+        count_for_service(tag.service_id, ServiceCounter::Untagged);
+        return false;
+    }
+    count(stat::FORKS_RECOVERED);
+    true
+}
+
+/// [`recover`] for the current process (`tgid`), untagged: true when a tag was written.
+#[inline(always)]
+pub fn recover_current(tgid: u32) -> Result<bool, crate::kernel::ReadError> {
+    let layout = crate::kernel::LAYOUT.load();
+    let leader = Task::current().group_leader(&layout)?;
+    Ok(recover(leader.0 as u64, tgid, leader.start_ns(&layout)?))
+}
 
 /// Which per-service counter.
 pub enum ServiceCounter {

@@ -361,3 +361,109 @@ fn a_tight_fork_loop_during_the_kill() {
     assert!(inst.ps_pids(&service).is_empty());
     assert!(is_alive(decoy.pid("pid")), "the unrelated namesake was killed");
 }
+
+/// Tracking loaded with a fork program that skips every run (`BPFKILL_TEST_SKIP_FORK_RUNS`),
+/// as a preempted kernel skips some: only the fork backstop (BPF LSM) sees a child born.
+/// None, with the reason said, where the backstop or the `ps` task iterator (which turns the
+/// backstop's records into tags for the listing) is not available.
+fn without_fork_runs() -> Option<Instance> {
+    let inst = Instance::unloaded();
+    let out = inst
+        .cmd()
+        .env("BPFKILL_TEST_SKIP_FORK_RUNS", "1")
+        .arg("load")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let (_, status) = inst.status();
+    let attached = |name: &str| {
+        status["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == name && p["attached"] == true)
+    };
+    if !attached("bpfkill_alloc") {
+        let why = status["missing_features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "fork backstop")
+            .map(|c| c["detail"].to_string())
+            .unwrap_or_default();
+        eprintln!("skipped: no fork backstop here: {why}");
+        return None;
+    }
+    if !attached("bpfkill_snapshot_even") {
+        eprintln!("skipped: ps reads /proc here (no task iterator), so it cannot list recovered tags");
+        return None;
+    }
+    Some(inst)
+}
+
+#[test]
+fn a_double_fork_whose_fork_runs_the_kernel_skipped() {
+    require_privileges!();
+    let Some(inst) = without_fork_runs() else {
+        return;
+    };
+    let name = "esc-skipped";
+    let service = unique("e-skip");
+    let decoy = Tree::unrelated(name);
+    let tree = inst.run_service(&service, &["double-fork", "--setsid", "--rename", name]);
+    tree.settle();
+    let escapee = tree.pid("escapee");
+    let ps = inst.ps(&service);
+    let entry = ps
+        .iter()
+        .find(|e| e["pid"] == escapee)
+        .unwrap_or_else(|| panic!("the escapee {escapee} is not listed: {ps:#?}"));
+    assert_eq!(entry["lineage"], "recovered", "{entry}");
+    list_kill_and_check(
+        &inst,
+        &service,
+        &tree,
+        &[
+            Expect {
+                key: "main",
+                reasons: &[],
+            },
+            Expect {
+                key: "escapee",
+                reasons: &["reparented", "new-session", "renamed"],
+            },
+        ],
+        decoy.pid("pid"),
+    );
+    let (_, status) = inst.status();
+    assert!(
+        status["counters"]["forks_recovered"].as_u64().unwrap_or(0) >= 1,
+        "{:#}",
+        status["counters"]
+    );
+}
+
+#[test]
+fn a_tight_fork_loop_whose_fork_runs_the_kernel_skipped() {
+    require_privileges!();
+    let Some(inst) = without_fork_runs() else {
+        return;
+    };
+    let service = unique("e-skip-loop");
+    let marker = unique("marker-skip-loop");
+    let tree = inst.run_service(&service, &["fork-loop", "--marker", &marker]);
+    let main = tree.pid("pid");
+    assert!(poll_until(Duration::from_secs(20), || inst
+        .ps_pids(&service)
+        .len()
+        > 20));
+    let out = inst.run(["-s", "SIGKILL", "--service", &service, "--json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(wait_gone(main, GONE));
+    let survivors: Vec<u32> = marker_survivors(&marker)
+        .into_iter()
+        .filter(|&p| !wait_gone(p, GONE))
+        .collect();
+    assert!(survivors.is_empty(), "survivors: {survivors:?}");
+    assert!(inst.ps_pids(&service).is_empty());
+}

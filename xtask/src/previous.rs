@@ -16,10 +16,11 @@ use anyhow::{bail, Context, Result};
 pub const ENV: &str = "BPFKILL_PREVIOUS_BIN";
 
 /// ABI version of the previous layout.
-pub const ABI: u32 = 4;
+pub const ABI: u32 = 5;
 
-/// The last commit of ABI v4 (v5 added the kernel log level to `KernelLayout`).
-pub const COMMIT: &str = "1730c68b54071f3ea7d7347bf6fe1a5bbca7a95f";
+/// The last commit of ABI v5 (v6 added the fork backstop: the unseen map, its LSM programs
+/// and two counters).
+pub const COMMIT: &str = "4bb3f9d0220312855e86cc9a621ce7df352d9f09";
 
 /// Builds (or reuses) the previous layout's debug binary. None, said on stderr, when the
 /// commit is not in this clone (a shallow one): the upgrade test then skips with that reason.

@@ -1,7 +1,8 @@
 //! `sys_exit(struct pt_regs *regs, long ret)`, attached only while a SIGKILL is in progress.
 //! It runs in the context of the task returning to user space, including a new child's very
 //! first return from fork/clone, so a doomed process is killed before it runs another user
-//! instruction. The tag's start time is checked against the running process, so a stale tag
+//! instruction (an untagged one whose fork run the kernel skipped is tagged from the fork
+//! backstop's record first). The tag's start time is checked against the running process, so a stale tag
 //! never kills a process that merely reuses its PID number.
 
 use aya_ebpf::{
@@ -14,7 +15,7 @@ use aya_log_ebpf::debug;
 
 use crate::{
     kernel::{is_tagged_start, ReadError, Task, LAYOUT},
-    maps::{is_doomed, kill_current, TAGS},
+    maps::{is_doomed, kill_current, recover_current, TAGS},
 };
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
@@ -27,7 +28,11 @@ fn try_doom(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     if pid <= 1 {
         return Ok(());
     }
-    let Some(tag_ptr) = TAGS.get_ptr_mut(&pid) else {
+    let mut tag_ptr = TAGS.get_ptr_mut(&pid);
+    if tag_ptr.is_none() && recover_current(pid)? {
+        tag_ptr = TAGS.get_ptr_mut(&pid);
+    }
+    let Some(tag_ptr) = tag_ptr else {
         return Ok(());
     };
     // SAFETY: a map value pointer, valid for the program's run.

@@ -17,7 +17,7 @@ use bpfkill_common::{event_kind, stat, tag_flags, LeaveKey, Tag};
 use crate::{
     event::{emit, EventInfo},
     kernel::{bprm_exe_key, ReadError, Task, LAYOUT},
-    maps::{count, count_for_service, ServiceCounter, COMM_RULES, LEAVE_RULES, RULES, TAGS},
+    maps::{count, count_for_service, recover_current, ServiceCounter, COMM_RULES, LEAVE_RULES, RULES, TAGS},
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
@@ -52,7 +52,11 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ReadError> {
             rule = *id;
         }
     }
-    let tag = TAGS.get_ptr_mut(&pid);
+    let mut tag = TAGS.get_ptr_mut(&pid);
+    if tag.is_none() && recover_current(pid)? {
+        // Its fork run was skipped: tagged now from the fork backstop's record.
+        tag = TAGS.get_ptr_mut(&pid);
+    }
     let current: u32 = match tag {
         // SAFETY: a map value pointer, valid for the program's run.
         Some(t) => unsafe { (*t).service_id },

@@ -8,6 +8,7 @@ use aya_ebpf::{
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
+    Global,
 };
 use aya_log_ebpf::{debug, warn};
 use bpfkill_common::{event_kind, stat, tag_flags, Tag};
@@ -15,7 +16,7 @@ use bpfkill_common::{event_kind, stat, tag_flags, Tag};
 use crate::{
     event::{emit, EventInfo},
     kernel::{is_tagged_start, ReadError, Task, LAYOUT},
-    maps::{count, count_for_service, is_doomed, kill_current, ServiceCounter, TAGS},
+    maps::{count, count_for_service, is_doomed, kill_current, recover, ServiceCounter, TAGS, UNSEEN},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -28,7 +29,16 @@ pub fn bpfkill_fork(ctx: RawTracePointContext) -> i32 {
 
 const HOOK: &str = "fork";
 
+/// Set at load for tests only (`BPFKILL_TEST_SKIP_FORK_RUNS`): every run ends at once, as a
+/// run the kernel skips does, so the suite can check the fork backstop on any kernel that
+/// has it. The verifier removes the check when it is 0 (frozen read-only data).
+#[unsafe(no_mangle)]
+static SKIP_FORK_RUNS: Global<u8> = Global::new(0);
+
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
+    if SKIP_FORK_RUNS.load() != 0 {
+        return Ok(());
+    }
     let layout = LAYOUT.load();
     if layout.task_tgid == 0 {
         return super::no_layout(ctx, HOOK);
@@ -39,7 +49,26 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         return Ok(());
     }
     let creator = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(creator_ptr) = TAGS.get_ptr_mut(&creator) else {
+    let child = Task(ctx.arg::<*const u8>(0));
+    // The fork backstop's record of the child (written when its creator is tagged, or has
+    // a record of its own): this run decides the child's tag, so the record goes.
+    let recorded = UNSEEN.remove(&(child.0 as u64)).is_ok();
+    let mut creator_ptr = TAGS.get_ptr_mut(&creator);
+    if recorded {
+        // SAFETY: a map value pointer, read at once.
+        let stale_or_none = match creator_ptr {
+            Some(p) => !is_tagged_start(Task::current().process_start_ns(&layout)?, unsafe { &*p }, &layout),
+            None => true,
+        };
+        if stale_or_none {
+            // The creator's own fork run was skipped: its record becomes its tag now.
+            let leader = Task::current().group_leader(&layout)?;
+            if recover(leader.0 as u64, creator, leader.start_ns(&layout)?) {
+                creator_ptr = TAGS.get_ptr_mut(&creator);
+            }
+        }
+    }
+    let Some(creator_ptr) = creator_ptr else {
         return Ok(());
     };
     // SAFETY: a map value pointer, valid for the program's run; copied before any insert.
@@ -55,7 +84,6 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
         return Ok(());
     }
 
-    let child = Task(ctx.arg::<*const u8>(0));
     let pid = child.tgid(&layout)?;
     let start_ns = child.start_ns(&layout)?;
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };

@@ -1,5 +1,6 @@
 //! One program per hook, each a thin entry that hands its `try_` function's outcome to
 //! [`finish`].
+mod backstop;
 mod doom;
 mod exec;
 mod exit;

@@ -1,6 +1,6 @@
 //! `iter/task`: the in-kernel kill. Reading the pinned iterator visits every task once and
 //! sends SIGKILL, with the `bpf_send_signal_task` kfunc (Linux 6.13+), to the thread group of
-//! every live tagged leader whose service (or tag) is doomed, unless it is spared, after
+//! every live tagged leader (or one the fork backstop recorded, tagged now) whose service (or tag) is doomed, unless it is spared, after
 //! checking its exact start time against its tag: one read(2) kills a whole service, each
 //! process identified as surely as a pidfd and a /proc start time would. Each process
 //! signalled is written to the iterator's output with its tag ([`Reaped`]), for the report.
@@ -15,8 +15,8 @@ use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, generated::bpf_seq_write};
 use bpfkill_common::{programs::KFUNC_PLACEHOLDER, Reaped, SIGKILL};
 
 use crate::{
-    kernel::{is_tagged_start, iter_task, layout, load_at, LAYOUT},
-    maps::{is_doomed, TAGS},
+    kernel::{is_tagged_start, iter_task, layout, load_at, tag_or_recovered, LAYOUT},
+    maps::is_doomed,
 };
 
 /// `enum pid_type`'s `PIDTYPE_TGID`: the whole thread group.
@@ -38,8 +38,7 @@ pub fn bpfkill_reap(ctx: *mut c_void) -> i32 {
     if pid != tgid || tgid <= 2 {
         return 0; // a thread (its leader signals the group), PID 1 or kthreadd
     }
-    // SAFETY: the value is copied out at once.
-    let Some(tag) = (unsafe { TAGS.get(&tgid) }).copied() else {
+    let Some(tag) = tag_or_recovered(task, tgid) else {
         return 0;
     };
     // SAFETY: no preconditions.

@@ -15,10 +15,7 @@ use aya_ebpf::{
 };
 use bpfkill_common::{snapshot_flags, TaskSnapshot, SNAPSHOT_CMDLINE_MAX};
 
-use crate::{
-    kernel::{iter_task, layout, load_at, read_at, ReadError},
-    maps::TAGS,
-};
+use crate::kernel::{iter_task, layout, load_at, read_at, tag_or_recovered, ReadError};
 
 /// Command lines are copied and written in chunks of this size.
 const CHUNK: usize = 128;
@@ -61,8 +58,7 @@ fn try_snapshot(seq: *mut c_void, task: *const u8, parity: u32) -> Result<(), Re
     if pid != tgid || tgid & 1 != parity {
         return Ok(()); // a thread (the process is reported once, by its leader), or the other half
     }
-    // SAFETY: the value is copied out at once.
-    let Some(tag) = (unsafe { TAGS.get(&tgid) }).copied() else {
+    let Some(tag) = tag_or_recovered(task, tgid) else {
         return Ok(());
     };
     let mut snap = TaskSnapshot {

@@ -13,7 +13,7 @@ use std::{
     path::Path,
 };
 
-use bpfkill_common::programs;
+use bpfkill_common::{programs, stat};
 use serde::Serialize;
 
 use crate::{
@@ -222,6 +222,29 @@ fn tree_checks(paths: &PinPaths, tracking: Option<&Tracking>) -> Vec<Check> {
             Outcome::Degraded,
             "not counted by this kernel (bpf_prog_info.recursion_misses is 5.12+): a skipped run goes unseen",
         ),
+    });
+    let backstop = programs::BACKSTOP
+        .iter()
+        .all(|(name, _)| paths.link(name).exists());
+    let recovered = tracking.map_or(0, |t| t.stats()[stat::FORKS_RECOVERED as usize]);
+    checks.push(if backstop {
+        Check::new(
+            "fork backstop",
+            Outcome::Ok,
+            format!(
+                "a child whose fork run the kernel skips is recorded by BPF LSM (task_alloc) and tagged \
+                 late; {recovered} so far"
+            ),
+        )
+    } else {
+        let why = crate::sys::mounts::bpf_lsm_active()
+            .err()
+            .unwrap_or_else(|| "its LSM programs did not load (`bpfkill load` says why)".into());
+        Check::new(
+            "fork backstop",
+            Outcome::Degraded,
+            format!("a fork run the kernel skips leaves the child untagged: {why}"),
+        )
     });
     checks.push(Check::either(
         "batch reads",

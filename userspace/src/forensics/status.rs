@@ -166,6 +166,12 @@ pub fn gather(paths: &PinPaths) -> Result<Status> {
         attached: paths.link(name).exists(),
         skipped_runs: None,
     }));
+    programs.extend(programs::BACKSTOP.iter().map(|(name, hook)| ProgramStatus {
+        name: name.to_string(),
+        tracepoint: format!("lsm/{hook}"),
+        attached: paths.link(name).exists(),
+        skipped_runs: None,
+    }));
     let tracking = match Tracking::open(paths) {
         Ok(t) => Some(t),
         Err(e @ Error::Permission(_)) => return Err(e),
@@ -354,7 +360,7 @@ pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
             out,
             "program:  {} on {} ({})",
             p.name,
-            if p.tracepoint.starts_with("iter/") {
+            if p.tracepoint.starts_with("iter/") || p.tracepoint.starts_with("lsm/") {
                 p.tracepoint.clone()
             } else {
                 format!("raw_tp/{}", p.tracepoint)
@@ -363,7 +369,7 @@ pub fn write_human(s: &Status, out: &mut impl Write) -> io::Result<()> {
                 (false, _) => "not attached".to_string(),
                 (true, Some(n)) if n > 0 => format!(
                     "attached, pinned; WARNING: the kernel skipped {n} run(s), preempted on a \
-                     preemptible kernel: a skipped fork leaves a child untagged"
+                     preemptible kernel: a skipped fork leaves a child untagged unless the fork backstop records it"
                 ),
                 (true, _) => "attached, pinned".to_string(),
             }

@@ -1,5 +1,6 @@
-//! The pseudo-filesystems bpfkill needs: bpffs (pins) and tracefs (tracepoint formats shown
-//! by `status`). Minimal hosts boot without them, so they are mounted when missing.
+//! The pseudo-filesystems bpfkill needs: bpffs (pins), tracefs (tracepoint formats shown by
+//! `status`) and securityfs (the list of active LSMs, which tells whether the fork backstop
+//! can run). Minimal hosts boot without them, so they are mounted when missing.
 
 use std::{fs, path::Path};
 
@@ -11,9 +12,12 @@ use crate::error::{Error, Result};
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// Where tracefs is expected.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
+/// Where securityfs is expected.
+pub const SECURITYFS: &str = "/sys/kernel/security";
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const TRACEFS_MAGIC: i64 = 0x7472_6163;
+const SECURITYFS_MAGIC: i64 = 0x7363_6673;
 
 /// True when `path` is the root of a filesystem with the given magic.
 fn is_fs(path: &str, magic: i64) -> bool {
@@ -56,4 +60,29 @@ pub fn ensure_tracefs() -> Result<()> {
         return Ok(());
     }
     mount_fs("tracefs", TRACEFS, None)
+}
+
+/// Mounts securityfs at [`SECURITYFS`] unless it is there already.
+pub fn ensure_securityfs() -> Result<()> {
+    if is_fs(SECURITYFS, SECURITYFS_MAGIC) {
+        return Ok(());
+    }
+    mount_fs("securityfs", SECURITYFS, None)
+}
+
+/// Whether the BPF LSM is active (`bpf` in securityfs's `lsm` list, which the kernel
+/// configuration or the `lsm=` boot parameter decides): Err says why not, or why it is not
+/// known.
+pub fn bpf_lsm_active() -> std::result::Result<(), String> {
+    ensure_securityfs().map_err(|e| e.to_string())?;
+    let list = fs::read_to_string(Path::new(SECURITYFS).join("lsm"))
+        .map_err(|e| format!("cannot read {SECURITYFS}/lsm: {e}"))?;
+    if list.trim().split(',').any(|l| l == "bpf") {
+        Ok(())
+    } else {
+        Err(format!(
+            "BPF LSM is not active (active LSMs: {}; it needs CONFIG_BPF_LSM and bpf in lsm=)",
+            list.trim()
+        ))
+    }
 }

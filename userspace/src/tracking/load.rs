@@ -1,7 +1,8 @@
 //! Loading: the embedded kernel object is loaded with the running kernel's layout, its
 //! tracking programs attached to their raw tracepoints and pinned (or the pins adopted when
 //! tracking is already live); the `ps` task iterators are pinned when the kernel has them; the
-//! doom program is loaded and pinned with them, and attached for the duration of a kill only.
+//! doom program is loaded and pinned with them, and attached for the duration of a kill only;
+//! the fork backstop's LSM programs are attached and pinned where BPF LSM is active.
 //!
 //! The kernel's BTF is parsed once per load (for the task iterators) and never by a kill.
 
@@ -11,7 +12,7 @@ use aya::{
     maps::{Array, MapData},
     programs::{
         links::{FdLink, PinnedLink},
-        Iter, Program, ProgramError, RawTracePoint,
+        Iter, Lsm, Program, ProgramError, RawTracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -29,6 +30,13 @@ use crate::{
     error::{Error, Result},
     sys::{clock, mounts},
 };
+
+/// Test knob: the fork program loaded with it skips every run, as the kernel may, so that
+/// the suite can check the fork backstop (and nothing else tags a child).
+pub const SKIP_FORK_RUNS_ENV: &str = "BPFKILL_TEST_SKIP_FORK_RUNS";
+
+/// The fork program's global behind [`SKIP_FORK_RUNS_ENV`].
+const SKIP_FORK_RUNS: &str = "SKIP_FORK_RUNS";
 
 /// The kernel programs, built by build.rs from the `ebpf` crate.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpfkill.bpf.o"));
@@ -196,6 +204,30 @@ fn attach(paths: &PinPaths, opts: &LoadOptions) -> Result<(LoadOutcome, PinLock)
             }
         }
     }
+    // The fork backstop, where BPF LSM is active; without it, a fork run the kernel skips
+    // leaves the child untagged (status reports the skipped runs either way).
+    for (name, _) in programs::BACKSTOP {
+        let _ = fs::remove_file(paths.link(name));
+    }
+    match (&kernel_types, mounts::bpf_lsm_active()) {
+        (Some(btf), Ok(())) => match attach_backstop(&mut ebpf, paths, btf) {
+            Ok(n) => attached += n,
+            Err(e) => {
+                // As root, EPERM is the kernel refusing trampoline programs (LSM, fentry)
+                // altogether, as some hardened or trimmed kernels do: a property of the host.
+                if matches!(e, Error::Permission(_)) {
+                    tracing::info!("no fork backstop: this kernel refuses BPF LSM programs ({e})");
+                } else {
+                    tracing::warn!("no fork backstop: its LSM programs did not load ({e})");
+                }
+                for (name, _) in programs::BACKSTOP {
+                    let _ = fs::remove_file(paths.link(name));
+                }
+            }
+        },
+        (None, _) => tracing::info!("no fork backstop: the kernel's BTF is unreadable"),
+        (_, Err(why)) => tracing::info!("no fork backstop: {why}"),
+    }
     // Verified now, so that a kill only attaches it; without the pin a kill loads it itself.
     if let Err(e) = pin_doom(&mut ebpf, paths) {
         tracing::warn!("the doom program is not pinned; each SIGKILL will load it ({e})");
@@ -217,6 +249,7 @@ fn load_object(
 ) -> Result<Ebpf, aya::EbpfError> {
     // aya-log's level global is a byte; the levels are 0..=4.
     let log_level = layout.log_level as u8;
+    let skip_fork_runs = u8::from(std::env::var_os(SKIP_FORK_RUNS_ENV).is_some());
     // `EbpfLoader::new` parses the kernel's BTF itself (a third of a second, and much more
     // under emulation); `btf` replaces that.
     EbpfLoader::new()
@@ -225,6 +258,7 @@ fn load_object(
         .map_pin_path(KERNEL_LOG_MAP, paths.map(KERNEL_LOG_MAP))
         .override_global("LAYOUT", layout, true)
         .override_global(aya_log::LEVEL, &log_level, true)
+        .override_global(SKIP_FORK_RUNS, &skip_fork_runs, true)
         .map_max_entries(maps::TAGS, max_tags)
         .load(object)
 }
@@ -276,6 +310,27 @@ fn attach_snapshot(
     link.pin(&pin)
         .map_err(|e| Error::ebpf(format!("pin {}", pin.display()), e))?;
     Ok(())
+}
+
+/// Loads the fork backstop's LSM programs and pins their links; returns how many.
+fn attach_backstop(ebpf: &mut Ebpf, paths: &PinPaths, btf: &aya::Btf) -> Result<usize> {
+    for (name, hook) in programs::BACKSTOP {
+        let program: &mut Lsm = program_mut(ebpf, name)?;
+        program
+            .load(hook, btf)
+            .map_err(|e| Error::ebpf(format!("load {name}"), e))?;
+        let id = program
+            .attach()
+            .map_err(|e| Error::ebpf(format!("attach {name} to LSM hook {hook}"), e))?;
+        let link = program
+            .take_link(id)
+            .map_err(|e| Error::ebpf(format!("take link of {name}"), e))?;
+        let link = FdLink::try_from(link).map_err(|e| Error::ebpf(format!("link of {name}"), e))?;
+        let pin = paths.link(name);
+        link.pin(&pin)
+            .map_err(|e| Error::ebpf(format!("pin {}", pin.display()), e))?;
+    }
+    Ok(programs::BACKSTOP.len())
 }
 
 /// Loads program `name` of `ebpf` and attaches it to raw tracepoint `tracepoint`.

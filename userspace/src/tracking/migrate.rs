@@ -36,9 +36,10 @@ use crate::{
 };
 
 /// Older layouts this version reads: their tags, registry, ghosts and per-service counters
-/// have this version's record types (v4 → v5 changed only `KernelLayout`). A version that
-/// changes one of those records keeps the old one here as a decoder of its own.
-const READABLE: &[u32] = &[4];
+/// have this version's record types (v4 → v5 changed only `KernelLayout`; v5 → v6 added a
+/// map, programs, counters and a tag flag). A version that changes one of those records keeps
+/// the old one here as a decoder of its own.
+const READABLE: &[u32] = &[4, 5];
 
 /// Bound on the /proc walks of step 5 (each walk only finds processes born during the
 /// hand-over; it ends at the first walk that finds none).

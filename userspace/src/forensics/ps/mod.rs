@@ -65,7 +65,8 @@ pub struct PsEntry {
     pub escaped: bool,
     /// How it escaped.
     pub escape_reasons: Vec<Reason>,
-    /// `forked` (tagged at fork), `main` (registered by run/track) or `unknown` (adopted).
+    /// `forked` (tagged at fork), `recovered` (forked, tagged late from the fork backstop's
+    /// record), `main` (registered by run/track), `adopted` or `unknown`.
     pub lineage: &'static str,
     /// The kernel's tag (the creator's start time, for the lineage tree).
     #[serde(skip)]
@@ -248,7 +249,10 @@ pub fn list(tracking: &Tracking, paths: &PinPaths, query: &Query<'_>) -> Result<
             pidns: snap.pidns,
             escaped: !reasons.is_empty(),
             escape_reasons: reasons,
-            lineage: if forked {
+            lineage: if forked && tag.flags & tag_flags::RECOVERED != 0 {
+                // Forked, but tagged late: the kernel skipped the fork program's run.
+                "recovered"
+            } else if forked {
                 "forked"
             } else if tag.flags & tag_flags::MAIN != 0 && tag.flags & tag_flags::ADOPTED != 0 {
                 // A root taken over while running: what came before is unknown.

@@ -325,7 +325,7 @@ fn attach_backstop(ebpf: &mut Ebpf, paths: &PinPaths, btf: &aya::Btf) -> Result<
         let link = program
             .take_link(id)
             .map_err(|e| Error::ebpf(format!("take link of {name}"), e))?;
-        let link = FdLink::try_from(link).map_err(|e| Error::ebpf(format!("link of {name}"), e))?;
+        let link: FdLink = link.into();
         let pin = paths.link(name);
         link.pin(&pin)
             .map_err(|e| Error::ebpf(format!("pin {}", pin.display()), e))?;

@@ -19,8 +19,8 @@ fn real_time() -> bool {
     unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
 }
 
-/// The runs the kernel skipped of each tracking program, from `status`: they tell a lost
-/// tracking run from a kill that missed.
+/// The runs the kernel skipped of each tracking program, and the children the fork backstop
+/// caught, from `status`: they tell a lost tracking run from a kill that missed.
 fn skipped_runs(inst: &Instance) -> String {
     let (_, status) = inst.status();
     let programs = status["programs"].as_array().cloned().unwrap_or_default();
@@ -28,7 +28,11 @@ fn skipped_runs(inst: &Instance) -> String {
         .iter()
         .map(|p| format!("{}={}", p["name"].as_str().unwrap_or("?"), p["skipped_runs"]))
         .collect();
-    format!("runs the kernel skipped: {}", counts.join(" "))
+    format!(
+        "runs the kernel skipped: {}; children tagged late from the fork backstop: {}",
+        counts.join(" "),
+        status["counters"]["forks_recovered"]
+    )
 }
 
 #[test]

@@ -391,12 +391,12 @@ fn without_fork_runs() -> Option<Instance> {
             .find(|c| c["name"] == "fork backstop")
             .map(|c| c["detail"].to_string())
             .unwrap_or_default();
-        eprintln!("skipped: no fork backstop here: {why}");
-        return None;
+        return or_skip(Err(format!("no fork backstop here: {why}")));
     }
     if !attached("bpfkill_snapshot_even") {
-        eprintln!("skipped: ps reads /proc here (no task iterator), so it cannot list recovered tags");
-        return None;
+        return or_skip(Err(
+            "ps reads /proc here (no task iterator), so it cannot list recovered tags".into(),
+        ));
     }
     Some(inst)
 }

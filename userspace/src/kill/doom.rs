@@ -130,9 +130,9 @@ impl Kill<'_> {
         let deadline = Instant::now() + DOOM_LIMIT;
         let mut handled = HashSet::new();
         let mut first = true;
-        // Processes seen to exit (their pidfd said so, or none could be opened): a tag of
-        // one that is still there is one the exit program missed, as is a tag whose PID
-        // number another process holds now.
+        // Processes seen to exit (their pidfd said so, or none could be opened, or they were
+        // gone when checked): a tag of one that is still there is one the exit program
+        // missed, as is a tag whose PID number another process holds now.
         let mut exited: HashSet<u32> = HashSet::new();
         // The first pass kills in the kernel where it can: this kill owns the service's doom,
         // so every doomed process is this service's (or another kill's, left to it).
@@ -166,7 +166,7 @@ impl Kill<'_> {
                 .into_iter()
                 .filter(|c| {
                     let tag_only = c.evidence.tag && !c.evidence.proc && !c.evidence.cgroup;
-                    !((exited.contains(&c.pid) || self.recycled(c))
+                    !((exited.contains(&c.pid) || self.recycled(c) || self.seen_gone(c))
                         && tag_only
                         && handled.contains(&(c.pid, c.start_ticks))
                         && c.tag.is_some_and(|t| self.tracking.forget_if_exited(c.pid, &t)))
@@ -284,6 +284,14 @@ impl Kill<'_> {
         self.index
             .get(&(c.pid, c.start_ticks))
             .is_some_and(|&i| self.report.results[i].outcome == Outcome::Recycled)
+    }
+
+    /// True when the candidate's process was found gone when this kill checked it (before
+    /// any signal from this kill): its tag outlives it only if the kernel skipped its exit run.
+    fn seen_gone(&self, c: &Candidate) -> bool {
+        self.index
+            .get(&(c.pid, c.start_ticks))
+            .is_some_and(|&i| self.report.results[i].outcome == Outcome::Gone)
     }
 
     /// True when the candidate is a process this kill signalled in the kernel (the doom loop

@@ -71,18 +71,23 @@ impl Drop for RealTime {
     }
 }
 
-/// One kill of `tree` by `killer`: time until the tree's cgroup is empty, and for bpfkill
-/// its own CPU time (user + system), ms. None when the limit passed first.
-fn kill_once(
-    b: &Bench,
-    tree: &Tree,
-    killer: Killer,
-    marker: &str,
-) -> Result<(Option<Duration>, Option<f64>)> {
+/// What one kill measured.
+struct Measured {
+    /// Time until the tree's cgroup was empty; None when the limit passed first.
+    gone: Option<Duration>,
+    /// For bpfkill: its own CPU time (user + system), ms.
+    cpu_ms: Option<f64>,
+    /// For bpfkill: time until it returned (its report written), ms.
+    returned_ms: Option<f64>,
+}
+
+/// One kill of `tree` by `killer`. "Gone" is the kernel's `populated 0` for every contender,
+/// bpfkill included: it is watched while bpfkill runs, and bpfkill's return (after its
+/// checks and report) is recorded beside it.
+fn kill_once(b: &Bench, tree: &Tree, killer: Killer, marker: &str) -> Result<Measured> {
     let limit = b.scale.limit;
     let _rt = RealTime::enter();
     let start = Instant::now();
-    let mut cpu_ms = None;
     match killer {
         Killer::CgroupKill => {
             std::fs::write(tree.cgroup.join("cgroup.kill"), "1").context("write cgroup.kill")?;
@@ -97,11 +102,16 @@ fn kill_once(
                 cmd.env("BPFKILL_NO_KERNEL_KILL", "1");
             }
             let child = cmd.stdout(Stdio::null()).spawn().context("start bpfkill")?;
+            let gone = tree.wait_empty(start, limit);
             let (status, usage) = wait4(child.id() as i32)?;
             if status != 0 {
                 anyhow::bail!("bpfkill exited with status {status:#x}");
             }
-            cpu_ms = Some(usage);
+            return Ok(Measured {
+                gone,
+                cpu_ms: Some(usage),
+                returned_ms: Some(start.elapsed().as_secs_f64() * 1e3),
+            });
         }
         Killer::ProcLoop => proc_loop(tree.main.id(), &tree.cgroup, start, limit),
         Killer::Pkill => {
@@ -115,7 +125,11 @@ fn kill_once(
             }
         }
     }
-    Ok((tree.wait_empty(start, limit), cpu_ms))
+    Ok(Measured {
+        gone: tree.wait_empty(start, limit),
+        cpu_ms: None,
+        returned_ms: None,
+    })
 }
 
 /// Waits for a child with wait4(2): its exit status and its CPU time (user + system), ms.
@@ -173,8 +187,18 @@ type Times = HashMap<Killer, Vec<Option<f64>>>;
 /// Per bpfkill killer, its own CPU time (user + system) of each round, ms.
 type Cpu = HashMap<Killer, Vec<f64>>;
 
+/// What rounds of kills measured, per killer.
+struct Rounds {
+    /// Until gone, ms.
+    times: Times,
+    /// bpfkill's CPU time, ms.
+    cpu: Cpu,
+    /// Until bpfkill returned, ms (bpfkill killers only).
+    returned: Times,
+}
+
 /// Rounds of a tree (`forker ARGS`, named `what`) killed by each of `killers` in rotating
-/// order; returns per killer the times and bpfkill's CPU times.
+/// order.
 fn rounds_of(
     b: &Bench,
     cg: &Cgroups,
@@ -182,9 +206,10 @@ fn rounds_of(
     args: &[&str],
     rounds: usize,
     killers: &[Killer],
-) -> Result<(Times, Cpu)> {
+) -> Result<Rounds> {
     let mut times = Times::new();
     let mut cpu = Cpu::new();
+    let mut returned = Times::new();
     for round in 0..rounds {
         for i in 0..killers.len() {
             let killer = killers[(i + round) % killers.len()];
@@ -199,18 +224,21 @@ fn rounds_of(
             }
             let measured = kill_once(b, &tree, killer, &marker);
             tree.destroy();
-            let (t, c) = measured?;
+            let m = measured?;
             times
                 .entry(killer)
                 .or_default()
-                .push(t.map(|d| d.as_secs_f64() * 1e3));
-            if let Some(c) = c {
+                .push(m.gone.map(|d| d.as_secs_f64() * 1e3));
+            if let Some(c) = m.cpu_ms {
                 cpu.entry(killer).or_default().push(c);
+            }
+            if let Some(r) = m.returned_ms {
+                returned.entry(killer).or_default().push(Some(r));
             }
         }
         eprintln!("bench: kill of {what}, round {} of {rounds} done", round + 1);
     }
-    Ok((times, cpu))
+    Ok(Rounds { times, cpu, returned })
 }
 
 /// `a / floor` per round, for rounds where both finished.
@@ -249,7 +277,11 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
             Killer::ProcLoop,
             Killer::Pkill,
         ];
-        let (t, cpu) = rounds_of(b, cg, "1000", &["spawn", "1000"], b.scale.rounds, &all)?;
+        let Rounds {
+            times: t,
+            cpu,
+            returned,
+        } = rounds_of(b, cg, "1000", &["spawn", "1000"], b.scale.rounds, &all)?;
         let floor = &t[&Killer::CgroupKill];
         results.add(
             Figure::new(
@@ -291,6 +323,15 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
             }
             results.add(f);
         }
+        results.add(
+            Figure::new(
+                "kill_returned_vs_cgroup_kill",
+                "1000 processes: bpfkill (tags) returned, checks and report done / cgroup.kill gone",
+                "x",
+                Target::None,
+            )
+            .with_samples(ratios(&returned[&Killer::Bpfkill], floor)),
+        );
         let own = |k: Killer| cpu.get(&k).cloned().unwrap_or_default();
         results.add(
             Figure::new(
@@ -303,7 +344,7 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
             .extra("userspace_path_ms", json!(median(&own(Killer::BpfkillUserspace)))),
         );
 
-        let (t, _) = rounds_of(
+        let Rounds { times: t, .. } = rounds_of(
             b,
             cg,
             "10000",
@@ -333,7 +374,7 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
             )
             .extra("contenders", medians(&t, b.scale.limit)),
         );
-        let (t, _) = rounds_of(
+        let Rounds { times: t, .. } = rounds_of(
             b,
             cg,
             "loop",

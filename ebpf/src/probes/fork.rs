@@ -57,7 +57,11 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     if recorded {
         // SAFETY: a map value pointer, read at once.
         let stale_or_none = match creator_ptr {
-            Some(p) => !is_tagged_start(Task::current().process_start_ns(&layout)?, unsafe { &*p }, &layout),
+            Some(p) => !is_tagged_start(
+                Task::current().process_start_ns(&layout)?,
+                unsafe { &*p },
+                &layout,
+            ),
             None => true,
         };
         if stale_or_none {

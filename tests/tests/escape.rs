@@ -449,6 +449,17 @@ fn a_tight_fork_loop_whose_fork_runs_the_kernel_skipped() {
     let Some(inst) = without_fork_runs() else {
         return;
     };
+    // A sleeping child forked after the last `ps` has only the backstop's record: the
+    // in-kernel kill's iterator tags and kills it; the userspace path does not see it (seen
+    // on 6.1 and 6.12, whose tracepoints were not found to skip runs).
+    if inst.status().1["kernel_kill"] != true {
+        or_skip::<()>(Err(
+            "no in-kernel kill here (bpf_send_signal_task, 6.13+): a SIGKILL from userspace \
+             does not see a process known only to the fork backstop (README, Limits)"
+                .into(),
+        ));
+        return;
+    }
     let service = unique("e-skip-loop");
     let marker = unique("marker-skip-loop");
     let tree = inst.run_service(&service, &["fork-loop", "--marker", &marker]);

@@ -16,7 +16,9 @@ use bpfkill_common::{event_kind, stat, tag_flags, Tag};
 use crate::{
     event::{emit, EventInfo},
     kernel::{is_tagged_start, ReadError, Task, LAYOUT},
-    maps::{count, count_for_service, is_doomed, kill_current, recover, ServiceCounter, TAGS, UNSEEN},
+    maps::{
+        count, count_for_service, is_doomed, kill_current, recover_current, ServiceCounter, TAGS, UNSEEN,
+    },
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -54,22 +56,20 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     // a record of its own): this run decides the child's tag, so the record goes.
     let recorded = UNSEEN.remove(&(child.0 as u64)).is_ok();
     let mut creator_ptr = TAGS.get_ptr_mut(&creator);
+    if creator_ptr.is_none() && !recorded {
+        return Ok(());
+    }
+    // Read once: the start of the creator's process (its leader's), for both checks below.
+    let creator_start = Task::current().process_start_ns(&layout)?;
     if recorded {
         // SAFETY: a map value pointer, read at once.
         let stale_or_none = match creator_ptr {
-            Some(p) => !is_tagged_start(
-                Task::current().process_start_ns(&layout)?,
-                unsafe { &*p },
-                &layout,
-            ),
+            Some(p) => !is_tagged_start(creator_start, unsafe { &*p }, &layout),
             None => true,
         };
-        if stale_or_none {
-            // The creator's own fork run was skipped: its record becomes its tag now.
-            let leader = Task::current().group_leader(&layout)?;
-            if recover(leader.0 as u64, creator, leader.start_ns(&layout)?) {
-                creator_ptr = TAGS.get_ptr_mut(&creator);
-            }
+        // The creator's own fork run was skipped: its record becomes its tag now.
+        if stale_or_none && recover_current(creator)? {
+            creator_ptr = TAGS.get_ptr_mut(&creator);
         }
     }
     let Some(creator_ptr) = creator_ptr else {
@@ -77,7 +77,6 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ReadError> {
     };
     // SAFETY: a map value pointer, valid for the program's run; copied before any insert.
     let creator_tag = unsafe { *creator_ptr };
-    let creator_start = Task::current().process_start_ns(&layout)?;
     if !is_tagged_start(creator_start, &creator_tag, &layout) {
         // The entry belongs to a dead process whose PID number was reused.
         count(stat::STALE_CREATOR);

@@ -335,12 +335,12 @@ fn a_child_in_a_new_pid_namespace() {
     );
 }
 
-#[test]
-fn a_tight_fork_loop_during_the_kill() {
-    require_privileges!();
-    let inst = Instance::loaded();
-    let service = unique("e-loop");
-    let marker = unique("marker-loop");
+/// Runs a tight fork loop as a service under `inst`, waits until it has long-lived children,
+/// kills the service with SIGKILL and checks that nothing with its marker survives, that `ps`
+/// is empty and that an unrelated namesake lives on.
+fn kill_a_fork_loop(inst: &Instance, prefix: &str) {
+    let service = unique(prefix);
+    let marker = unique(&format!("marker-{prefix}"));
     let decoy = Tree::unrelated("forker");
     let tree = inst.run_service(&service, &["fork-loop", "--marker", &marker]);
     let main = tree.pid("pid");
@@ -360,6 +360,12 @@ fn a_tight_fork_loop_during_the_kill() {
     assert!(survivors.is_empty(), "survivors: {survivors:?}");
     assert!(inst.ps_pids(&service).is_empty());
     assert!(is_alive(decoy.pid("pid")), "the unrelated namesake was killed");
+}
+
+#[test]
+fn a_tight_fork_loop_during_the_kill() {
+    require_privileges!();
+    kill_a_fork_loop(&Instance::loaded(), "e-loop");
 }
 
 /// Tracking loaded with a fork program that skips every run (`BPFKILL_TEST_SKIP_FORK_RUNS`),
@@ -460,21 +466,5 @@ fn a_tight_fork_loop_whose_fork_runs_the_kernel_skipped() {
         ));
         return;
     }
-    let service = unique("e-skip-loop");
-    let marker = unique("marker-skip-loop");
-    let tree = inst.run_service(&service, &["fork-loop", "--marker", &marker]);
-    let main = tree.pid("pid");
-    assert!(poll_until(Duration::from_secs(20), || inst
-        .ps_pids(&service)
-        .len()
-        > 20));
-    let out = inst.run(["-s", "SIGKILL", "--service", &service, "--json"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
-    assert!(wait_gone(main, GONE));
-    let survivors: Vec<u32> = marker_survivors(&marker)
-        .into_iter()
-        .filter(|&p| !wait_gone(p, GONE))
-        .collect();
-    assert!(survivors.is_empty(), "survivors: {survivors:?}");
-    assert!(inst.ps_pids(&service).is_empty());
+    kill_a_fork_loop(&inst, "e-skip-loop");
 }

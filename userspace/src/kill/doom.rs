@@ -15,6 +15,8 @@ use super::{
     wait::{wait_all, wait_while_exiting, Waitee},
     Kill,
 };
+use bpfkill_common::Reaped;
+
 use crate::{
     error::Result,
     sys::{cgroup, clock, identity, procs, realtime, signal::Signal},
@@ -119,6 +121,10 @@ impl Kill<'_> {
     }
 
     fn doom_loop(&mut self, owner: bool, evidence_first: bool) -> Result<()> {
+        // Doom mode is armed first, before any collection and the kernel kill: the kernel
+        // kill's iterator meets a child forked while it runs only if the child's PID comes
+        // later, and a fork bomb's PIDs wrap (a bomb left to fork while doom mode was armed
+        // after the kernel kill outran a normal-priority kill for 30 s).
         let _doom = match tracking::arm_doom(self.tracking) {
             Ok(d) => Some(d),
             Err(e) => {
@@ -134,10 +140,6 @@ impl Kill<'_> {
         // gone when checked): a tag of one that is still there is one the exit program
         // missed, as is a tag whose PID number another process holds now.
         let mut exited: HashSet<u32> = HashSet::new();
-        // The first pass kills in the kernel where it can: this kill owns the service's doom,
-        // so every doomed process is this service's (or another kill's, left to it).
-        let mut reap_now = owner && reap::available(self.tracking.paths());
-        let mut _calm = None;
         // --json and -v: every candidate's evidence is recorded before anything is signalled.
         let mut gathered = None;
         if evidence_first {
@@ -147,12 +149,19 @@ impl Kill<'_> {
             }
             gathered = Some(cands);
         }
+        // The kernel kills first where it can: this kill owns the service's doom, so every
+        // doomed process is this service's (or another kill's, left to it). No tag map read
+        // comes before it, and the rest (the bookkeeping, the passes after it) runs at
+        // normal priority, behind the dying processes.
+        let reaped = if owner && reap::available(self.tracking.paths()) {
+            self.reap_in_kernel()
+        } else {
+            Vec::new()
+        };
+        let _calm = (!reaped.is_empty()).then(realtime::Normal::enter);
+        self.record_reaped(&reaped, &mut handled);
+        drop(reaped);
         loop {
-            // Killed first, read after: the kernel kill needs no tag map read before it.
-            // Then the rest runs at normal priority, behind the dying processes.
-            if std::mem::take(&mut reap_now) && self.reap_in_kernel(&mut handled) {
-                _calm = Some(realtime::Normal::enter());
-            }
             let cands = match (std::mem::take(&mut first), gathered.take()) {
                 (true, Some(cands)) => cands,
                 (true, None) => self.first_candidates(false)?,
@@ -248,17 +257,17 @@ impl Kill<'_> {
         Ok(())
     }
 
-    /// Runs the in-kernel kill once and records what it signalled of this service (the
-    /// kernel checked each one's exact start time against its tag) as handled.
-    /// True when it signalled anything.
-    fn reap_in_kernel(&mut self, handled: &mut HashSet<(u32, u64)>) -> bool {
-        let reaped = match reap::reap(self.tracking.paths()) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("the kernel kill failed, signalling from userspace: {e}");
-                return false;
-            }
-        };
+    /// Runs the in-kernel kill once: what it signalled (the kernel checked each one's exact
+    /// start time against its tag). Empty when it failed (the passes signal from userspace).
+    fn reap_in_kernel(&mut self) -> Vec<Reaped> {
+        reap::reap(self.tracking.paths()).unwrap_or_else(|e| {
+            tracing::warn!("the kernel kill failed, signalling from userspace: {e}");
+            Vec::new()
+        })
+    }
+
+    /// Records what the kernel kill signalled of this service as handled.
+    fn record_reaped(&mut self, reaped: &[Reaped], handled: &mut HashSet<(u32, u64)>) {
         let id = self.sel.target.service.id;
         // Another kill's doomed processes are that kill's to report.
         for r in reaped.iter().filter(|r| r.tag.service_id == id) {
@@ -267,7 +276,6 @@ impl Kill<'_> {
                 self.record_kernel_kill(&c);
             }
         }
-        !reaped.is_empty()
     }
 
     fn record_kernel_kill(&mut self, c: &Candidate) {

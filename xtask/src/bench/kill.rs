@@ -195,6 +195,8 @@ struct Rounds {
     cpu: Cpu,
     /// Until bpfkill returned, ms (bpfkill killers only).
     returned: Times,
+    /// Kills that started without a quiet machine (see [`tree::settle`]).
+    unsettled: usize,
 }
 
 /// Rounds of a tree (`forker ARGS`, named `what`) killed by each of `killers` in rotating
@@ -210,6 +212,7 @@ fn rounds_of(
     let mut times = Times::new();
     let mut cpu = Cpu::new();
     let mut returned = Times::new();
+    let mut unsettled = 0;
     for round in 0..rounds {
         for i in 0..killers.len() {
             let killer = killers[(i + round) % killers.len()];
@@ -221,6 +224,8 @@ fn rounds_of(
             if what == "loop" {
                 // Let the loop reach full speed.
                 std::thread::sleep(Duration::from_millis(300));
+            } else if !tree::settle(Duration::from_secs(5)) {
+                unsettled += 1;
             }
             let measured = kill_once(b, &tree, killer, &marker);
             tree.destroy();
@@ -238,7 +243,12 @@ fn rounds_of(
         }
         eprintln!("bench: kill of {what}, round {} of {rounds} done", round + 1);
     }
-    Ok(Rounds { times, cpu, returned })
+    Ok(Rounds {
+        times,
+        cpu,
+        returned,
+        unsettled,
+    })
 }
 
 /// `a / floor` per round, for rounds where both finished.
@@ -281,7 +291,8 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
             times: t,
             cpu,
             returned,
-        } = rounds_of(b, cg, "1000", &["spawn", "1000"], b.scale.rounds, &all)?;
+            unsettled,
+        } = rounds_of(b, cg, "1000", &["spawn", "1000"], b.scale.rounds_1k, &all)?;
         let floor = &t[&Killer::CgroupKill];
         results.add(
             Figure::new(
@@ -291,7 +302,8 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
                 Target::AtMost(1.1),
             )
             .with_samples(ratios(&t[&Killer::Bpfkill], floor))
-            .extra("contenders", medians(&t, b.scale.limit)),
+            .extra("contenders", medians(&t, b.scale.limit))
+            .extra("kills_started_unsettled", json!(unsettled)),
         );
         for (key, killer, label) in [
             (
@@ -344,7 +356,9 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
             .extra("userspace_path_ms", json!(median(&own(Killer::BpfkillUserspace)))),
         );
 
-        let Rounds { times: t, .. } = rounds_of(
+        let Rounds {
+            times: t, unsettled, ..
+        } = rounds_of(
             b,
             cg,
             "10000",
@@ -372,7 +386,8 @@ pub fn run(b: &Bench, cg: &Cgroups, results: &mut Results) -> Result<()> {
                     .get(&Killer::BpfkillUserspace)
                     .map(|u| median(&ratios(u, &t[&Killer::CgroupKill])))),
             )
-            .extra("contenders", medians(&t, b.scale.limit)),
+            .extra("contenders", medians(&t, b.scale.limit))
+            .extra("kills_started_unsettled", json!(unsettled)),
         );
         let Rounds { times: t, .. } = rounds_of(
             b,

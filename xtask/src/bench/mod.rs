@@ -39,6 +39,9 @@ pub struct Scale {
     pub quick: bool,
     /// Interleaved rounds per comparison.
     pub rounds: usize,
+    /// Rounds of the 1000-process kill (its ratio to cgroup.kill is a target, and one
+    /// round's noise on two cores is ±20%).
+    pub rounds_1k: usize,
     /// Processes (or threads) per storm.
     pub storm: usize,
     /// Rounds of the 10,000-process kill.
@@ -55,6 +58,7 @@ impl Scale {
             Self {
                 quick,
                 rounds: 2,
+                rounds_1k: 3,
                 storm: 1000,
                 rounds_10k: 1,
                 bomb_rounds: 1,
@@ -64,8 +68,9 @@ impl Scale {
             Self {
                 quick,
                 rounds: 5,
+                rounds_1k: 9,
                 storm: 20_000,
-                rounds_10k: 5,
+                rounds_10k: 7,
                 bomb_rounds: 5,
                 limit: Duration::from_secs(30),
             }

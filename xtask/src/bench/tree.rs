@@ -108,6 +108,42 @@ fn poll_pri(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) {
     unsafe { libc::poll(&mut p, 1, timeout.as_millis().max(1) as i32) };
 }
 
+/// Waits until the machine is quiet, bounded by `limit`: a 100 ms window in which the CPUs
+/// were at least 95% idle (by /proc/stat), so that one kill does not measure the teardown
+/// of the tree before it (freed memory, reaped zombies, removed cgroups), whoever kills.
+/// False when the limit passed first.
+pub fn settle(limit: Duration) -> bool {
+    let sample = || {
+        use procfs::CurrentSI;
+        procfs::KernelStats::current().ok().map(|k| {
+            let t = k.total;
+            let idle = t.idle + t.iowait.unwrap_or(0);
+            let busy = t.user
+                + t.nice
+                + t.system
+                + t.irq.unwrap_or(0)
+                + t.softirq.unwrap_or(0)
+                + t.steal.unwrap_or(0);
+            (idle, idle + busy)
+        })
+    };
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let Some((idle0, all0)) = sample() else {
+            return false;
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let Some((idle1, all1)) = sample() else {
+            return false;
+        };
+        let all = all1.saturating_sub(all0);
+        if all > 0 && (idle1 - idle0) * 100 >= all * 95 {
+            return true;
+        }
+    }
+    false
+}
+
 /// Live (not zombie) processes of `dir`.
 pub fn members(dir: &Path) -> Vec<i32> {
     std::fs::read_to_string(dir.join("cgroup.procs"))

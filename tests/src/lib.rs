@@ -249,6 +249,17 @@ impl Instance {
         )
     }
 
+    /// The runs of tracking program `name` the kernel skipped so far (0 where it does not
+    /// say): a skipped run is a tracking step that did not happen (see README's Limits).
+    pub fn skipped_runs(&self, name: &str) -> u64 {
+        let (_, status) = self.status();
+        status["programs"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .and_then(|p| p["skipped_runs"].as_u64())
+            .unwrap_or(0)
+    }
+
     /// Starts `forker ARGS` as service `service` through `bpfkill run`.
     pub fn run_service(&self, service: &str, forker_args: &[&str]) -> Tree {
         let mut cmd = self.cmd();

@@ -621,6 +621,7 @@ fn a_leave_exe_boundary_lets_a_child_out_of_the_service() {
         ),
     );
     let _daemon = inst.start_daemon("consuming events");
+    let exec_skips = inst.skipped_runs("bpfkill_exec");
     // The service's shell starts a sleep (its boundary) and a forker, then becomes a forker.
     let tree = started_outside(
         &shell,
@@ -643,6 +644,14 @@ fn a_leave_exe_boundary_lets_a_child_out_of_the_service() {
     let stayed = children_named(main, "forker")[0];
     let listed = inst.ps_pids(&service);
     assert!(listed.contains(&main) && listed.contains(&stayed), "{listed:?}");
+    let skipped = inst.skipped_runs("bpfkill_exec").saturating_sub(exec_skips);
+    if listed.contains(&kids[0]) && skipped > 0 {
+        // A preemptible kernel skipped exec runs meanwhile: a skipped exec run applies no
+        // boundary (README's Limits), so this run cannot tell.
+        return bpfkill_tests::skip(&format!(
+            "the kernel skipped {skipped} exec run(s) during the test: the boundary's exec may be one"
+        ));
+    }
     assert!(
         !listed.contains(&kids[0]),
         "the boundary's process stayed in the service"

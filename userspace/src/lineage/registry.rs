@@ -173,6 +173,10 @@ pub fn live_processes(tracking: &Tracking, id: u32) -> usize {
 pub fn forget(tracking: &mut Tracking, name: &str) -> Result<Service> {
     let svc = resolve(tracking, name)?;
     let _lock = tracking.lock()?;
+    // A tag that outlived its process (the kernel skipped its exit run) is no live process.
+    for (pid, tag) in tracking.service_tags(svc.id) {
+        tracking.forget_if_exited(pid, &tag);
+    }
     let live = live_processes(tracking, svc.id);
     if live > 0 {
         return Err(Error::Refused(format!(

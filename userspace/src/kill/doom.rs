@@ -259,7 +259,7 @@ impl Kill<'_> {
 
     /// Runs the in-kernel kill once: what it signalled (the kernel checked each one's exact
     /// start time against its tag). Empty when it failed (the passes signal from userspace).
-    fn reap_in_kernel(&mut self) -> Vec<Reaped> {
+    fn reap_in_kernel(&self) -> Vec<Reaped> {
         reap::reap(self.tracking.paths()).unwrap_or_else(|e| {
             tracing::warn!("the kernel kill failed, signalling from userspace: {e}");
             Vec::new()

@@ -12,15 +12,21 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, is_root, run};
+use crate::{cargo, is_root, release_build, run};
 
 /// The cargo-deb release the package is built with.
 const CARGO_DEB_VERSION: &str = "2.12.1";
 
-/// Builds the package; returns its path.
-pub fn build(root: &Path) -> Result<PathBuf> {
-    run(cargo().args(["build", "--release", "-p", "bpfkill"]))?;
-    let bin = root.join("target/release/bpfkill");
+/// What `build` made: the package, and the (static) binary it holds.
+pub struct Built {
+    pub deb: PathBuf,
+    pub bin: PathBuf,
+}
+
+/// Builds the package.
+pub fn build(root: &Path) -> Result<Built> {
+    let bins = release_build(&["bpfkill"])?;
+    let bin = bins.join("bpfkill");
     let out = root.join("target/dist");
     let generated = out.join("gen");
     let _ = std::fs::remove_dir_all(&out);
@@ -49,7 +55,9 @@ pub fn build(root: &Path) -> Result<PathBuf> {
     }
     ensure_cargo_deb()?;
     run(cargo()
-        .args(["deb", "-p", "bpfkill", "--no-build", "--output"])
+        .args(["deb", "-p", "bpfkill", "--no-build", "--target"])
+        .arg(target_tuple(&bins)?)
+        .arg("--output")
         .arg(&out))?;
     let deb = std::fs::read_dir(&out)?
         .flatten()
@@ -57,7 +65,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .context("cargo deb wrote no .deb")?;
     println!("{}", deb.display());
-    Ok(deb)
+    Ok(Built { deb, bin })
 }
 
 /// The subcommands `bpfkill --help` lists (each gets a man page of its own).
@@ -107,11 +115,11 @@ pub fn check(root: &Path) -> Result<()> {
     if !is_root() {
         bail!("the package check installs a .deb: run it as root");
     }
-    let deb = build(root)?;
+    let built = build(root)?;
     if Path::new("/etc/bpfkill/config.toml").exists() && !installed() {
         bail!("/etc/bpfkill/config.toml exists outside the package: not touching this host");
     }
-    let result = exercise(root, &deb);
+    let result = exercise(&built);
     // Whatever happened: the daemon stopped, tracking unloaded, the package gone.
     let _ = Command::new("/etc/init.d/bpfkill").arg("stop").status();
     let _ = Command::new("dpkg").args(["--purge", "bpfkill"]).status();
@@ -129,7 +137,8 @@ fn step(what: &str) {
     eprintln!("\n== dist check: {what}");
 }
 
-fn exercise(root: &Path, deb: &Path) -> Result<()> {
+fn exercise(built: &Built) -> Result<()> {
+    let deb = &built.deb;
     step("install");
     run(Command::new("dpkg").arg("-i").arg(deb))?;
     let listing = String::from_utf8(output(Command::new("dpkg").args(["-L", "bpfkill"]))?)?;
@@ -216,8 +225,8 @@ fn exercise(root: &Path, deb: &Path) -> Result<()> {
     if Path::new("/usr/bin/bpfkill").exists() {
         bail!("/usr/bin/bpfkill is still there after removal");
     }
-    let left = root.join("target/release/bpfkill");
-    let st = Command::new(&left).arg("status").output()?;
+    let left = &built.bin;
+    let st = Command::new(left).arg("status").output()?;
     if st.status.code() != Some(69) {
         bail!(
             "tracking is still loaded after removal: {}",
@@ -304,4 +313,11 @@ fn status_is(want: i32, what: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The target tuple a `release_build` directory (`target/TUPLE/release`) was built for.
+fn target_tuple(bins: &Path) -> Result<&std::ffi::OsStr> {
+    bins.parent()
+        .and_then(Path::file_name)
+        .with_context(|| format!("{} is not target/TUPLE/release", bins.display()))
 }

@@ -249,13 +249,13 @@ pub enum Scenario {
 
 /// Runs every scenario (or those in `only`); writes the table and
 /// `target/bench/results.json`.
-pub fn run(root: &Path, quick: bool, only: &[Scenario]) -> Result<()> {
+pub fn run(root: &Path, bins: &Path, quick: bool, only: &[Scenario]) -> Result<()> {
     let wanted = |s: Scenario| only.is_empty() || only.contains(&s);
     let scale = Scale::new(quick);
     let name = "bpfkill-bench";
     let bench = Bench {
-        bin: root.join("target/release/bpfkill"),
-        forker: root.join("target/release/forker"),
+        bin: bins.join("bpfkill"),
+        forker: bins.join("forker"),
         pins: PathBuf::from(format!("/sys/fs/bpf/{name}")),
         journal: std::env::temp_dir().join(name).join("journal"),
         config: std::env::temp_dir().join(name).join("config.toml"),

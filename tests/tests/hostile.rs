@@ -96,21 +96,27 @@ fn names_that_drive_a_terminal_are_escaped_in_every_human_output() {
     assert_eq!(entry["comm"], evil);
 
     // The journal's human form, after the kill.
+    let exit_skips = inst.skipped_runs("bpfkill_exit");
     let out = inst.run(["-s", "KILL", "--service", &service]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_no_terminal_controls("kill", &out);
     assert!(wait_gone(escapee, GONE));
     let journal = inst.journal_dir.to_str().unwrap().to_string();
-    let mut seen = false;
-    assert!(
-        poll_until(SLOW, || {
-            let log = inst.run(["log", "--service", &service, "--journal-dir", &journal]);
-            assert_no_terminal_controls("log", &log);
-            seen = String::from_utf8_lossy(&log.stdout).contains("comm=\\x1b[2J\\nFORGED\\x07");
-            seen
-        }),
-        "the escapee's exit never showed, escaped, in the log"
-    );
+    let shown = poll_until(SLOW, || {
+        let log = inst.run(["log", "--service", &service, "--journal-dir", &journal]);
+        assert_no_terminal_controls("log", &log);
+        String::from_utf8_lossy(&log.stdout).contains("comm=\\x1b[2J\\nFORGED\\x07")
+    });
+    let skipped = inst.skipped_runs("bpfkill_exit").saturating_sub(exit_skips);
+    if !shown && skipped > 0 {
+        // The renamed comm reaches the journal only with the exit event: a preemptible
+        // kernel that skipped exit runs meanwhile may have skipped the escapee's (README's
+        // Limits), so this run cannot tell.
+        return bpfkill_tests::skip(&format!(
+            "the kernel skipped {skipped} exit run(s) during the kill: the escapee's may be one"
+        ));
+    }
+    assert!(shown, "the escapee's exit never showed, escaped, in the log");
 }
 
 #[test]

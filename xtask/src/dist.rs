@@ -25,8 +25,8 @@ pub struct Built {
 
 /// Builds the package.
 pub fn build(root: &Path) -> Result<Built> {
-    let bins = release_build(&["bpfkill"])?;
-    let bin = bins.join("bpfkill");
+    let release = release_build(&["bpfkill"])?;
+    let bin = release.dir.join("bpfkill");
     let out = root.join("target/dist");
     let generated = out.join("gen");
     let _ = std::fs::remove_dir_all(&out);
@@ -55,9 +55,15 @@ pub fn build(root: &Path) -> Result<Built> {
     }
     ensure_cargo_deb()?;
     run(cargo()
-        .args(["deb", "-p", "bpfkill", "--no-build", "--target"])
-        .arg(target_tuple(&bins)?)
-        .arg("--output")
+        .args([
+            "deb",
+            "-p",
+            "bpfkill",
+            "--no-build",
+            "--target",
+            &release.tuple,
+            "--output",
+        ])
         .arg(&out))?;
     let deb = std::fs::read_dir(&out)?
         .flatten()
@@ -313,11 +319,4 @@ fn status_is(want: i32, what: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The target tuple a `release_build` directory (`target/TUPLE/release`) was built for.
-fn target_tuple(bins: &Path) -> Result<&std::ffi::OsStr> {
-    bins.parent()
-        .and_then(Path::file_name)
-        .with_context(|| format!("{} is not target/TUPLE/release", bins.display()))
 }

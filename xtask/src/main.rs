@@ -97,15 +97,23 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the binaries of `packages` for release, statically linked (glibc's `crt-static`),
-/// and returns their directory. The shipped and benchmarked bpfkill maps no shared library,
+/// Where [`release_build`] put the binaries.
+struct Release {
+    /// The target tuple they were built for (the host's).
+    tuple: String,
+    /// Their directory, `target/TUPLE/release`.
+    dir: PathBuf,
+}
+
+/// Builds the binaries of `packages` for release, statically linked (glibc's `crt-static`).
+/// The shipped and benchmarked bpfkill maps no shared library,
 /// so starting it never waits on a lock held by the processes it is about to kill: a fork
 /// bomb of dynamically linked processes keeps the mapping lock of libc's file busy with its
 /// forks and exits, and a dynamically linked bpfkill started beside a 2000-process bomb was
 /// seen to wait up to 7.5 minutes in its own start (13 of 228 kills here; see README's
 /// "Install on a host"). Built for the host's target tuple explicitly, so
 /// that the flag reaches the binaries and not the build scripts or proc-macros.
-fn release_build(packages: &[&str]) -> Result<PathBuf> {
+fn release_build(packages: &[&str]) -> Result<Release> {
     let out = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
         .args(["--print", "host-tuple"])
         .output()
@@ -125,7 +133,10 @@ fn release_build(packages: &[&str]) -> Result<PathBuf> {
         cmd.args(["-p", p]);
     }
     run(&mut cmd)?;
-    Ok(root().join("target").join(host).join("release"))
+    Ok(Release {
+        dir: root().join("target").join(&host).join("release"),
+        tuple: host,
+    })
 }
 
 /// The debug build of the bpfkill binary.
@@ -219,11 +230,11 @@ fn task(task: Task) -> Result<()> {
         }
         Task::Bench { quick, only } => {
             bootstrap()?;
-            let bins = release_build(&["bpfkill", "bpfkill-tests"])?;
+            let release = release_build(&["bpfkill", "bpfkill-tests"])?;
             if !is_root() {
                 bail!("the benchmark loads eBPF programs: run it as root");
             }
-            bench::run(&root(), &bins, quick, &only)
+            bench::run(&root(), &release.dir, quick, &only)
         }
     }
 }

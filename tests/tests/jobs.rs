@@ -155,13 +155,15 @@ fn untracked_a_job_still_runs_unless_tracking_is_required() {
 }
 
 #[test]
-fn two_hundred_jobs_leave_the_registry_where_it_started() {
+fn fifty_jobs_leave_the_registry_where_it_started() {
     require_privileges!();
     let inst = Instance::loaded();
     let before = registered(&inst);
     let deadline = Instant::now() + Duration::from_secs(300);
-    for i in 0..200 {
-        assert!(Instant::now() < deadline, "200 jobs took over 300 s (at {i})");
+    // A job that left its service registered would show after the first; fifty also cross
+    // job ends with exits of the one before (the kernel may skip an exit run on 7.x).
+    for i in 0..50 {
+        assert!(Instant::now() < deadline, "50 jobs took over 300 s (at {i})");
         let out = inst.run(["run", "--kill-on-exit", "--", "true"]);
         assert_eq!(code(&out), 0, "job {i}: {}", text(&out));
     }

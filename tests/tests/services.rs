@@ -296,7 +296,7 @@ fn twenty_parallel_runs_of_one_name_are_one_service() {
 }
 
 #[test]
-fn the_registry_stays_flat_over_500_short_runs() {
+fn the_registry_stays_flat_over_100_short_runs() {
     require_privileges!();
     let inst = Instance::unloaded();
     let _daemon = inst.start_daemon("consuming events");
@@ -305,7 +305,7 @@ fn the_registry_stays_flat_over_500_short_runs() {
     let out = inst.run(["run", "--service", &unique("nope"), "--", "/nonexistent/command"]);
     assert_eq!(code(&out), 127, "{}", text(&out));
     assert_eq!(inst.status().1["registry_used"].as_u64().unwrap(), before);
-    for i in 0..500 {
+    for i in 0..100 {
         let out = inst.run([
             "run",
             "--service",

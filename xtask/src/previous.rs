@@ -70,6 +70,9 @@ pub fn build(root: &Path) -> Result<Option<PathBuf>> {
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .current_dir(&src)
             .env("CARGO_TARGET_DIR", &target)
+            // No debug info: the old tree's own profile would build every dependency with
+            // it, minutes of CI for a binary only the upgrade test runs.
+            .env("CARGO_PROFILE_DEV_DEBUG", "false")
             .args(["build", "--locked", "-p", "bpfkill", "--bin", "bpfkill"]),
     )
     .with_context(|| format!("build bpfkill at {COMMIT} (ABI v{ABI})"))?;

@@ -16,6 +16,19 @@ pub fn stat(pid: u32) -> Option<Stat> {
     Stat::from_read(buf.as_slice()).ok()
 }
 
+/// False only when the kernel has no process `pid`: kill(2) with signal 0 answers ESRCH. (A
+/// /proc read that fails says less: /proc may be another namespace's, or out of descriptors.)
+/// A zombie is still a process here.
+pub fn exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
 /// Start time of `pid` in /proc ticks, or None when it does not exist.
 pub fn start_ticks(pid: u32) -> Option<u64> {
     stat(pid).map(|s| s.starttime)

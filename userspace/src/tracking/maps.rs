@@ -13,11 +13,8 @@ use bpfkill_common::{
 use super::pins::PinPaths;
 use crate::{
     error::{Error, Result},
-    sys::{clock, identity, procs},
+    sys::{identity, procs},
 };
-
-/// How long a tag may exist before its process shows in /proc.
-const NEWBORN: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn open_map(paths: &PinPaths, name: &str) -> Result<MapData> {
     MapData::from_pin(paths.map(name)).map_err(|e| Error::map(format!("open pinned map {name}"), e))
@@ -199,12 +196,13 @@ impl Tracking {
     /// another process's), removes that tag if it is still there unchanged and returns true.
     /// The exit program removes a tag at exit, but the kernel skips a run of it that would
     /// re-enter it on a CPU (see [`super::skips`]), and then the tag outlives its process.
-    /// A PID missing from /proc whose tag is under [`NEWBORN`] old is not judged: a child is
-    /// tagged at fork before it shows in /proc.
+    /// A PID missing from /proc is judged by the kernel ([`procs::exists`]): the fork program
+    /// tags a child after its PID is in the kernel's table, so a tag of a PID the kernel does
+    /// not know is a tag of the dead, however young.
     pub fn forget_if_exited(&mut self, pid: u32, tag: &Tag) -> bool {
         let exited = match procs::stat(pid) {
             Some(st) => procs::is_dead(&st) || !identity::matches(tag.start_ns, st.starttime),
-            None => clock::boot_now_ns().saturating_sub(tag.start_ns) > NEWBORN.as_nanos() as u64,
+            None => !procs::exists(pid),
         };
         if !exited {
             return false;

@@ -87,12 +87,37 @@ impl Manifest {
 /// The kernel command-line parameter that names the test binaries a VM runs (all if absent).
 pub const TESTS_PARAM: &str = "bpfkill.tests";
 
-/// The binaries `bpfkill.tests=a,b` names on a kernel command line, if it names any.
-pub fn only_tests(cmdline: &str) -> Option<Vec<&str>> {
+/// Which test binaries a VM runs: `bpfkill.tests=a,b` those named, `bpfkill.tests=-a,b`
+/// every one but those (so that one kernel's suite can be split over two VMs without a new
+/// test binary falling between them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection<'a> {
+    /// The names.
+    pub names: Vec<&'a str>,
+    /// True when the names are the ones left out.
+    pub except: bool,
+}
+
+impl Selection<'_> {
+    /// True when the binary `name` runs.
+    pub fn runs(&self, name: &str) -> bool {
+        self.names.contains(&name) != self.except
+    }
+}
+
+/// The selection `bpfkill.tests=` makes on a kernel command line, if it is there.
+pub fn only_tests(cmdline: &str) -> Option<Selection<'_>> {
     let value = cmdline
         .split_ascii_whitespace()
         .find_map(|w| w.strip_prefix(TESTS_PARAM)?.strip_prefix('='))?;
-    Some(value.split(',').filter(|n| !n.is_empty()).collect())
+    let (except, value) = match value.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, value),
+    };
+    Some(Selection {
+        names: value.split(',').filter(|n| !n.is_empty()).collect(),
+        except,
+    })
 }
 
 /// Test counts.
@@ -388,10 +413,12 @@ mod tests {
 
     #[test]
     fn reads_the_tests_a_kernel_command_line_names() {
-        assert_eq!(
-            only_tests("console=ttyS0 bpfkill.tests=escape,kill quiet"),
-            Some(vec!["escape", "kill"])
-        );
+        let only = only_tests("console=ttyS0 bpfkill.tests=escape,kill quiet").unwrap();
+        assert_eq!(only.names, vec!["escape", "kill"]);
+        assert!(only.runs("kill") && !only.runs("bomb"));
+        let except = only_tests("console=ttyS0 bpfkill.tests=-escape,kill quiet").unwrap();
+        assert_eq!(except.names, vec!["escape", "kill"]);
+        assert!(!except.runs("kill") && except.runs("bomb"));
         assert_eq!(only_tests("console=ttyS0 bpfkill.testsx=a"), None);
         assert_eq!(only_tests("console=ttyS0 quiet"), None);
     }

@@ -100,14 +100,16 @@ fn runner() -> i32 {
         }
     };
     let mut manifest = manifest;
-    // `bpfkill.tests=escape,kill` on the kernel command line runs only those test binaries.
+    // `bpfkill.tests=escape,kill` on the kernel command line runs only those test binaries,
+    // `bpfkill.tests=-escape,kill` all but those.
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if let Some(only) = vm_suite::only_tests(&cmdline) {
-        manifest.binaries.retain(|b| only.contains(&b.name.as_str()));
+        manifest.binaries.retain(|b| only.runs(&b.name));
         if manifest.binaries.is_empty() {
             println!(
-                "vm-init: no test binary is named in bpfkill.tests={}",
-                only.join(",")
+                "vm-init: bpfkill.tests={}{} selects no test binary",
+                if only.except { "-" } else { "" },
+                only.names.join(",")
             );
             return 1;
         }

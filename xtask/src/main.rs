@@ -68,7 +68,7 @@ enum Task {
         host: bool,
         /// A kernel to boot: a series (5.10, 6.1, 6.12), `latest` (Debian unstable's newest
         /// cloud kernel), a Debian package name, or a vmlinuz path; `KERNEL:escape,kill` runs
-        /// only those test binaries on it. Repeatable.
+        /// only those test binaries on it, `KERNEL:-escape,kill` all but those. Repeatable.
         #[arg(long = "kernel", value_name = "KERNEL")]
         kernels: Vec<String>,
         /// Time limit for each VM.

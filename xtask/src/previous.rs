@@ -1,8 +1,10 @@
 //! The previous kernel-side layout's bpfkill, built from git, so the suite can test an
 //! upgrade against real pins of that layout (`tests/tests/upgrade.rs`): the last commit whose
 //! `ABI_VERSION` was the previous one is exported with `git archive` and built with its own
-//! lock file into `target/previous/v{ABI}/`. Built once; the binary is reused while its
-//! stamp names the same commit.
+//! lock file into `target/previous/v{ABI}/`. Built once per machine: the binary is kept in
+//! the user's cache (`$XDG_CACHE_HOME` or `~/.cache`, `bpfkill-xtask/previous-v{ABI}-COMMIT`),
+//! so a fresh clone (every CI run) reuses it instead of spending minutes on a build of a
+//! fixed commit; a copy under `target/` is what the suite runs.
 
 use std::{
     fs,
@@ -29,6 +31,14 @@ pub fn build(root: &Path) -> Result<Option<PathBuf>> {
     let bin = dir.join("bpfkill");
     let stamp = dir.join("commit");
     if bin.is_file() && fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == COMMIT) {
+        return Ok(Some(bin));
+    }
+    let cached = cache_dir().map(|d| d.join(format!("previous-v{ABI}-{COMMIT}")).join("bpfkill"));
+    if let Some(cached) = cached.as_ref().filter(|c| c.is_file()) {
+        fs::create_dir_all(&dir)?;
+        fs::copy(cached, &bin).with_context(|| format!("copy {}", cached.display()))?;
+        fs::write(&stamp, COMMIT)?;
+        eprintln!("note: the ABI v{ABI} bpfkill comes from {}", cached.display());
         return Ok(Some(bin));
     }
     let reachable = Command::new("git")
@@ -70,14 +80,42 @@ pub fn build(root: &Path) -> Result<Option<PathBuf>> {
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .current_dir(&src)
             .env("CARGO_TARGET_DIR", &target)
-            // No debug info: the old tree's own profile would build every dependency with
-            // it, minutes of CI for a binary only the upgrade test runs.
+            // No debug info, and dependencies unoptimised: the old tree's own profile
+            // (optimised dependencies) took 7 minutes of CI here, for a binary only the
+            // upgrade test runs.
             .env("CARGO_PROFILE_DEV_DEBUG", "false")
+            .args(["--config", "profile.dev.package.\"*\".opt-level=0"])
             .args(["build", "--locked", "-p", "bpfkill", "--bin", "bpfkill"]),
     )
     .with_context(|| format!("build bpfkill at {COMMIT} (ABI v{ABI})"))?;
     fs::copy(target.join("debug/bpfkill"), &bin)
         .with_context(|| format!("copy the ABI v{ABI} binary to {}", bin.display()))?;
     fs::write(&stamp, COMMIT)?;
+    if let Some(cached) = cached {
+        // Written beside, then renamed: a cache entry is whole or absent.
+        let keep = || -> std::io::Result<()> {
+            let parent = cached.parent().expect("a file in a directory");
+            fs::create_dir_all(parent)?;
+            let part = parent.join("bpfkill.part");
+            fs::copy(&bin, &part)?;
+            fs::rename(&part, &cached)
+        };
+        if let Err(e) = keep() {
+            eprintln!(
+                "note: the ABI v{ABI} bpfkill was not cached in {}: {e}",
+                cached.display()
+            );
+        }
+    }
     Ok(Some(bin))
+}
+
+/// The user's cache directory for xtask's builds: `$XDG_CACHE_HOME/bpfkill-xtask`, else
+/// `$HOME/.cache/bpfkill-xtask`.
+fn cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+    Some(base.join("bpfkill-xtask"))
 }

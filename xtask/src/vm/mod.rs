@@ -240,7 +240,8 @@ pub fn default_jobs(mttcg: bool) -> usize {
 fn run_vms(root: &Path, manifest: &Manifest, opts: &Options) -> Result<Vec<Row>> {
     let initrd = cache_dir(root).join("initramfs.cpio");
     build_initramfs(root, manifest, &initrd)?;
-    // `SPEC:escape,kill` runs only those test binaries on that kernel.
+    // `SPEC:escape,kill` runs only those test binaries on that kernel, `SPEC:-escape,kill`
+    // all but those.
     let specs: Vec<(&str, Option<&str>)> = opts
         .kernels
         .iter()
@@ -321,7 +322,10 @@ fn vm_run(
     opts: &Options,
 ) -> Result<VmOutcome> {
     let label = label.to_string();
-    let log_path = cache_dir(root).join(format!("console-{label}.log"));
+    // One log per VM: a kernel whose suite is split over two VMs has two.
+    let part = tests.map_or(String::new(), |t| format!("-{}", t.replace(',', "+")));
+    let log_path = cache_dir(root).join(format!("console-{label}{part}.log"));
+    let prefix = tests.map_or_else(|| label.clone(), |t| format!("{label} {t}"));
     let mut log = File::create(&log_path)?;
     let mut cmd = Command::new("qemu-system-x86_64");
     if opts.kvm {
@@ -373,7 +377,7 @@ fn vm_run(
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                println!("[{label}] {line}");
+                println!("[{prefix}] {line}");
                 let _ = writeln!(log, "{line}");
                 if line.contains("Kernel panic") && problem.is_none() {
                     problem = Some(format!("kernel panic: {}", line.trim()));

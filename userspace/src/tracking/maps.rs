@@ -16,6 +16,28 @@ use crate::{
     sys::{identity, procs},
 };
 
+/// Every entry of a hash map of `capacity` entries (the `what` map): in bulk where the kernel
+/// can (5.6+, `chunk` entries per call), else key by key. Entries removed while reading are
+/// skipped; an entry is listed once even if the kernel restarts the walk, which is bounded.
+fn read_all<V: aya::Pod + Default>(
+    map: &HashMap<MapData, u32, V>,
+    chunk: usize,
+    capacity: usize,
+    what: &str,
+) -> Vec<(u32, V)> {
+    use std::os::fd::AsFd;
+    match super::batch::lookup_all::<V>(map.map().fd().as_fd(), chunk) {
+        Ok(all) => return all,
+        Err(e) => tracing::debug!("batched read of the {what} map refused ({e}); reading it key by key"),
+    }
+    let mut seen = HashSet::new();
+    map.iter()
+        .take(capacity * 2 + 16)
+        .flatten()
+        .filter(|(key, _)| seen.insert(*key))
+        .collect()
+}
+
 fn open_map(paths: &PinPaths, name: &str) -> Result<MapData> {
     MapData::from_pin(paths.map(name)).map_err(|e| Error::map(format!("open pinned map {name}"), e))
 }
@@ -137,20 +159,7 @@ impl Tracking {
     /// Entries removed while reading are skipped; an entry is listed once even if the kernel
     /// restarts the walk.
     pub fn tags(&self) -> Vec<(u32, Tag)> {
-        use std::os::fd::AsFd;
-        match super::batch::lookup_all::<Tag>(self.tags.map().fd().as_fd(), super::batch::CHUNK) {
-            Ok(all) => return all,
-            Err(e) => tracing::debug!("batched read of the tag map refused ({e}); reading it key by key"),
-        }
-        let mut seen = HashSet::new();
-        let limit = self.max_tags as usize * 2 + 16;
-        let mut out = Vec::new();
-        for (pid, tag) in self.tags.iter().take(limit).flatten() {
-            if seen.insert(pid) {
-                out.push((pid, tag));
-            }
-        }
-        out
+        read_all(&self.tags, super::batch::CHUNK, self.max_tags as usize, "tag")
     }
 
     /// Tags of one service.
@@ -336,21 +345,12 @@ impl Tracking {
     /// A kill resolves its service by name from this list before it signals: walked key by
     /// key, a registry of 55 services cost 330 bpf(2) calls and 2 ms of its start.
     pub fn services(&self) -> Vec<(u32, ServiceRecord)> {
-        use std::os::fd::AsFd;
-        match super::batch::lookup_all::<ServiceRecord>(
-            self.services.map().fd().as_fd(),
+        read_all(
+            &self.services,
             super::batch::SMALL_CHUNK,
-        ) {
-            Ok(all) => return all,
-            Err(e) => tracing::debug!("batched read of the service map refused ({e}); reading it key by key"),
-        }
-        let mut seen = HashSet::new();
-        self.services
-            .iter()
-            .take(bpfkill_common::MAX_SERVICES as usize * 2 + 16)
-            .filter_map(|r| r.ok())
-            .filter(|(id, _)| seen.insert(*id))
-            .collect()
+            bpfkill_common::MAX_SERVICES as usize,
+            "service",
+        )
     }
 
     /// Writes the record of service `id`, replacing what was there.

@@ -27,12 +27,20 @@ pub struct Service {
     pub record: ServiceRecord,
 }
 
-/// Checks a service name: 1 to 63 bytes of letters, digits and `_ . @ : -`.
+/// Checks a service name: 1 to 63 bytes of letters, digits and `_ . @ : -`, neither `.` nor
+/// `..`.
 pub fn validate_name(name: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || "_.@:-".contains(c);
-    if name.is_empty() || name.len() >= SERVICE_NAME_LEN || !name.chars().all(ok_char) {
+    // `.` and `..` would name a directory other than the service's where a name becomes a
+    // path (a job's cgroup is `bpfkill.jobs/NAME`).
+    if name.is_empty()
+        || name.len() >= SERVICE_NAME_LEN
+        || !name.chars().all(ok_char)
+        || name == "."
+        || name == ".."
+    {
         return Err(Error::Usage(format!(
-            "invalid service name {name:?}: use 1 to {} letters, digits or _ . @ : -",
+            "invalid service name {name:?}: use 1 to {} letters, digits or _ . @ : - (not . or ..)",
             SERVICE_NAME_LEN - 1
         )));
     }
@@ -282,10 +290,10 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["crond", "a", "nginx@1.service", "x_y-z:1"] {
+        for ok in ["crond", "a", "nginx@1.service", "x_y-z:1", "...", ".a"] {
             validate_name(ok).unwrap();
         }
-        for bad in ["", "a b", "a/b", &"x".repeat(64), "ü"] {
+        for bad in ["", "a b", "a/b", &"x".repeat(64), "ü", ".", ".."] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
     }

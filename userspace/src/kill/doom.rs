@@ -31,7 +31,7 @@ const DOOM_LIMIT: Duration = Duration::from_secs(60);
 const DOOM_SETTLE: Duration = Duration::from_millis(20);
 /// When doom mode gives up: how long the last SIGKILLs get to take effect before whoever is
 /// left counts as a survivor.
-const DOOM_LAST_WAIT: Duration = Duration::from_secs(1);
+pub(super) const DOOM_LAST_WAIT: Duration = Duration::from_secs(1);
 /// Of the processes killed in the kernel and still listed, how many a pass waits for through
 /// pidfds: the last ones signalled (the highest PIDs: the iterator signals in task-list
 /// order). A pidfd per process (open, epoll add, close) cost a 1000-process kill more CPU
@@ -222,11 +222,8 @@ impl Kill<'_> {
                 self.send(c, fd, Signal::KILL);
             }
             for pid in dying {
-                match rustix::process::Pid::from_raw(pid as i32)
-                    .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
-                {
-                    // Opened after the kill, for waiting only (nothing is ever sent to it).
-                    Some(pidfd) => self.live.push(Waitee { pid, pidfd }),
+                match waitee(pid) {
+                    Some(w) => self.live.push(w),
                     None => {
                         exited.insert(pid);
                     }
@@ -320,4 +317,15 @@ impl Kill<'_> {
             )
         })
     }
+}
+
+/// A process killed in the kernel, to wait for: its pidfd, opened after the kill and for
+/// waiting only (nothing is ever sent to it). None when it is gone already.
+pub(super) fn waitee(pid: u32) -> Option<Waitee> {
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid as i32)?,
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok()?;
+    Some(Waitee { pid, pidfd })
 }

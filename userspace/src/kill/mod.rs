@@ -259,14 +259,26 @@ impl Kill<'_> {
     /// last signal as survivors.
     fn finish_wait(&mut self) -> Result<()> {
         let alive: HashSet<u32> = self.live.iter().map(|w| w.pid).collect();
+        // A process killed in the kernel is judged by /proc (alive: its tagged start time
+        // still there, not a zombie). Its exit program removes its tag before its exit is
+        // done, so the kill can be over while /proc still shows it: those are waited for
+        // first, through pidfds opened now, for waiting only, for at most DOOM_LAST_WAIT.
+        let living = |c: &Candidate| {
+            procs::stat(c.pid).is_some_and(|st| !procs::is_dead(&st) && st.starttime == c.start_ticks)
+        };
+        let exiting: Vec<Waitee> = self
+            .report
+            .results
+            .iter()
+            .filter(|r| r.in_kernel && living(&r.candidate))
+            .filter_map(|r| doom::waitee(r.candidate.pid))
+            .collect();
+        if !exiting.is_empty() {
+            wait_all(exiting, Some(doom::DOOM_LAST_WAIT));
+        }
         for r in &mut self.report.results {
             if r.in_kernel {
-                // Its pidfd was opened after the kill, so /proc decides: alive is its tagged
-                // start time still there.
-                let c = &r.candidate;
-                let living = procs::stat(c.pid)
-                    .is_some_and(|st| !procs::is_dead(&st) && st.starttime == c.start_ticks);
-                r.exited = Some(!living);
+                r.exited = Some(!living(&r.candidate));
             } else if !r.signals.is_empty() {
                 r.exited = Some(!alive.contains(&r.candidate.pid));
             }

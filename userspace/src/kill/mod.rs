@@ -266,19 +266,22 @@ impl Kill<'_> {
         let living = |c: &Candidate| {
             procs::stat(c.pid).is_some_and(|st| !procs::is_dead(&st) && st.starttime == c.start_ticks)
         };
-        let exiting: Vec<Waitee> = self
+        // Only those still shown are read again after the wait: /proc once per process.
+        let shown: HashSet<(u32, u64)> = self
             .report
             .results
             .iter()
             .filter(|r| r.in_kernel && living(&r.candidate))
-            .filter_map(|r| doom::waitee(r.candidate.pid))
+            .map(|r| (r.candidate.pid, r.candidate.start_ticks))
             .collect();
+        let exiting: Vec<Waitee> = shown.iter().filter_map(|&(pid, _)| doom::waitee(pid)).collect();
         if !exiting.is_empty() {
             wait_all(exiting, Some(doom::DOOM_LAST_WAIT));
         }
         for r in &mut self.report.results {
             if r.in_kernel {
-                r.exited = Some(!living(&r.candidate));
+                let c = &r.candidate;
+                r.exited = Some(!(shown.contains(&(c.pid, c.start_ticks)) && living(c)));
             } else if !r.signals.is_empty() {
                 r.exited = Some(!alive.contains(&r.candidate.pid));
             }

@@ -234,6 +234,32 @@ fn an_ordinary_user_runs_a_leaky_job_through_the_daemon() {
     assert_eq!(code(&out), 77, "{}", text(&out));
 }
 
+/// A command that exits at once can be gone from the tag map (its exit began) before the
+/// daemon checks the handover: the job still ends as the command did, and the user's bpfkill
+/// is never the target of its own job's end (seen once on 5.10: the handover was refused,
+/// the caller stayed the job's main process, and the job's end killed it).
+#[test]
+fn an_ordinary_users_job_whose_command_exits_at_once_ends_with_its_status() {
+    require_privileges!();
+    let inst = Instance::loaded();
+    let _daemon = inst.start_daemon("socket for ordinary users");
+    for round in 0..10 {
+        let out = as_user(
+            &inst,
+            NOBODY,
+            &["run", "--kill-on-exit", "--", "sh", "-c", "exit 3"],
+        )
+        .output()
+        .expect("run");
+        assert_eq!(code(&out), 3, "round {round}: {}", text(&out));
+        assert!(
+            !text(&out).contains("is not the command"),
+            "round {round}: the handover was refused: {}",
+            text(&out)
+        );
+    }
+}
+
 #[test]
 fn an_ordinary_user_sees_and_signals_only_its_own_jobs() {
     require_privileges!();

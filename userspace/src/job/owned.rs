@@ -21,7 +21,7 @@ use crate::{
         report::{KillReport, Verdict},
         resolve::{Discovery, Target},
         schedule::Schedule,
-        KillRequest,
+        KillRequest, OnBehalf,
     },
     lineage::registry,
     sys::{clock, identity, procs, signal::Signal},
@@ -60,6 +60,23 @@ impl Caller {
             ))),
         }
     }
+}
+
+/// How long the daemon waits for a job's untagged command to finish its exit.
+const EXIT_WAIT: Duration = Duration::from_secs(1);
+
+/// True when `pid` (a child of the caller, which has not reaped it) has exited, or finishes
+/// its exit within [`EXIT_WAIT`]: a command whose tag is gone because it began its exit.
+/// False for one still running after that (its tag went when it left the service through a
+/// boundary).
+fn exited_child(pid: u32) -> bool {
+    let Some(p) = Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    let Ok(pidfd) = pidfd_open(p, PidfdFlags::empty()) else {
+        return false; // reaped already: it exited
+    };
+    kill::wait::wait_all(vec![kill::wait::Waitee { pid, pidfd }], Some(EXIT_WAIT)).is_empty()
 }
 
 /// Which user owns which service (the services jobs created through the socket) since when
@@ -190,18 +207,24 @@ impl Served<'_> {
                 && identity::matches(t.start_ns, stat.starttime)
         });
         let owned = procs::uids(pid).is_some_and(|(ruid, _)| ruid == caller.uid);
-        let Some(tag) = tag.filter(|_| stat.ppid as u32 == caller.pid && owned) else {
-            return Err(Error::Forbidden(format!(
-                "PID {pid} is not the command your job just started"
-            )));
-        };
-        registry::hand_main_to(
-            &mut tracking,
-            service,
-            pid,
-            clock::ticks_to_ns(stat.starttime),
-            tag,
-        )?;
+        let child = stat.ppid as u32 == caller.pid && owned;
+        let start_ns = clock::ticks_to_ns(stat.starttime);
+        match tag {
+            Some(tag) if child => registry::hand_main_to(&mut tracking, service, pid, start_ns, tag)?,
+            // A command that exits at once (one that only starts a daemon) can be gone from
+            // the tag map before this request comes: the kernel removes a tag at the start of
+            // the exit. The caller's own child, untagged and exited, is made the main process
+            // (a dead one, never signalled): the job then ends as it should, and the caller,
+            // which would stay the main process, is never the target of its end.
+            None if child && exited_child(pid) => {
+                registry::register(&mut tracking, service, pid, start_ns).map(|_| ())?
+            }
+            _ => {
+                return Err(Error::Forbidden(format!(
+                    "PID {pid} is not the command your job just started"
+                )))
+            }
+        }
         if tracking.tag(caller.pid).is_some_and(|t| t.service_id == svc.id) {
             tracking.remove_tag(caller.pid);
         }
@@ -227,12 +250,9 @@ impl Served<'_> {
         }
         let mut resp = Response::default();
         if let Some((signal, grace)) = stop {
-            if let Some(report) = self.kill(
-                &mut tracking,
-                service,
-                caller.uid,
-                Schedule::timeout(signal, grace),
-            )? {
+            if let Some(report) =
+                self.kill(&mut tracking, service, caller, Schedule::timeout(signal, grace))?
+            {
                 resp.signalled = report.signalled() + report.kernel_kills as usize;
                 resp.survivors = report.survivors();
             }
@@ -338,7 +358,7 @@ impl Served<'_> {
         &self,
         tracking: &mut Tracking,
         service: &str,
-        uid: u32,
+        caller: &Caller,
         schedule: Schedule,
     ) -> Result<Option<KillReport>> {
         let Ok(svc) = registry::resolve(tracking, service) else {
@@ -354,7 +374,10 @@ impl Served<'_> {
             schedule,
             dry_run: false,
             discovery: Discovery::default(),
-            for_user: Some(uid),
+            for_user: Some(OnBehalf {
+                uid: caller.uid,
+                caller: caller.pid,
+            }),
             evidence_first: false,
         };
         kill::kill(tracking, &request).map(Some)
@@ -364,7 +387,7 @@ impl Served<'_> {
     pub fn signal(&self, caller: &Caller, service: &str, schedule: Schedule, json: bool) -> Result<Response> {
         self.owners.check(service, caller.uid)?;
         let mut tracking = Tracking::open(self.paths)?;
-        let Some(report) = self.kill(&mut tracking, service, caller.uid, schedule)? else {
+        let Some(report) = self.kill(&mut tracking, service, caller, schedule)? else {
             return Ok(Response {
                 refusal: Some(Refusal::NothingMatched),
                 error: Some(format!("service {service} has no live process")),

@@ -183,6 +183,10 @@ impl Kill<'_> {
                 .collect();
             let left = cands.iter().filter(|c| !self.unsignallable(c)).count();
             if left == 0 {
+                // Every process killed in the kernel has had its exit run (which removed its
+                // tag) or was found gone: none can run again, and the report need not ask
+                // /proc about each one.
+                self.cleared = true;
                 break;
             }
             // The processes killed in the kernel that are still listed: the pass waits for

@@ -48,14 +48,23 @@ pub struct KillRequest {
     pub dry_run: bool,
     /// Where to look for a service that is not registered.
     pub discovery: resolve::Discovery,
-    /// Made for this unprivileged user: only processes of that user are signalled (others
+    /// Made for an unprivileged user: only processes of that user are signalled (others
     /// are reported protected), and a SIGKILL runs without doom mode (the kernel does not
     /// check users).
-    pub for_user: Option<u32>,
+    pub for_user: Option<OnBehalf>,
     /// Gather every candidate's evidence (tags, cgroup, /proc) before the first signal, as
     /// `--json` and `-v` want. Otherwise a whole-service kill signals the tagged processes
     /// first, from one read of the tag map, and collects the rest afterwards.
     pub evidence_first: bool,
+}
+
+/// Who a kill made by the daemon for an unprivileged user is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnBehalf {
+    /// The user.
+    pub uid: u32,
+    /// The process that asked (the user's bpfkill): never signalled, nor its ancestors.
+    pub caller: u32,
 }
 
 /// Passes of a non-doom send before giving up on a service that forks faster than it is
@@ -71,6 +80,9 @@ struct Kill<'a> {
     report: KillReport,
     index: HashMap<(u32, u64), usize>,
     live: Vec<Waitee>,
+    /// Doom mode ended with no target left: the processes killed in the kernel all began
+    /// their exit (their exit programs removed their tags) or were found gone.
+    cleared: bool,
 }
 
 /// Runs a kill.
@@ -95,7 +107,7 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
     };
     let target = resolve::resolve_target(tracking, &req.target)?;
     let guard = match req.for_user {
-        Some(uid) => Guard::for_user(uid),
+        Some(u) => Guard::for_user(u.uid, u.caller),
         None => Guard::new(),
     };
     let cgroup = resolve::dedicated_cgroup(&target, req.cgroup.as_deref(), &guard)?;
@@ -127,6 +139,7 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
         report,
         index: HashMap::new(),
         live: Vec::new(),
+        cleared: false,
     };
 
     k.report.untagged = k.tracking.service_stats(k.sel.target.service.id).untagged;
@@ -259,10 +272,14 @@ impl Kill<'_> {
     /// last signal as survivors.
     fn finish_wait(&mut self) -> Result<()> {
         let alive: HashSet<u32> = self.live.iter().map(|w| w.pid).collect();
-        // A process killed in the kernel is judged by /proc (alive: its tagged start time
-        // still there, not a zombie). Its exit program removes its tag before its exit is
-        // done, so the kill can be over while /proc still shows it: those are waited for
-        // first, through pidfds opened now, for waiting only, for at most DOOM_LAST_WAIT.
+        // A process killed in the kernel has exited once its exit program has run: the
+        // kernel removes its tag at the start of its exit, which nothing can stop after a
+        // SIGKILL. When doom mode ended with no tag left, that holds for every one of them,
+        // and /proc is not read for each (1000 reads in the last milliseconds of a tree's
+        // teardown slowed it). Otherwise (doom mode gave up) each is judged by /proc
+        // (alive: its tagged start time still there, not a zombie); those /proc still shows
+        // are waited for first, through pidfds opened now, for waiting only, for at most
+        // DOOM_LAST_WAIT.
         let living = |c: &Candidate| {
             procs::stat(c.pid).is_some_and(|st| !procs::is_dead(&st) && st.starttime == c.start_ticks)
         };
@@ -271,7 +288,7 @@ impl Kill<'_> {
             .report
             .results
             .iter()
-            .filter(|r| r.in_kernel && living(&r.candidate))
+            .filter(|r| r.in_kernel && !self.cleared && living(&r.candidate))
             .map(|r| (r.candidate.pid, r.candidate.start_ticks))
             .collect();
         let exiting: Vec<Waitee> = shown.iter().filter_map(|&(pid, _)| doom::waitee(pid)).collect();

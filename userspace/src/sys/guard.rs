@@ -65,12 +65,20 @@ impl Guard {
     }
 
     /// The same rails, and only processes of user `uid` (as kill(2) would allow that user):
-    /// a kill made on an unprivileged user's behalf.
-    pub fn for_user(uid: u32) -> Self {
-        Self {
+    /// a kill made on an unprivileged user's behalf, at the request of process `caller` (that
+    /// user's bpfkill). The caller and its ancestors are protected as this process and its
+    /// own are: a job whose command could not be handed over still has the caller as its main
+    /// process, and its end must not kill the bpfkill that asked for it.
+    pub fn for_user(uid: u32, caller: u32) -> Self {
+        let mut g = Self {
             owner: Some(uid),
             ..Self::new()
+        };
+        g.fixed.entry(caller).or_insert(Protected::Myself);
+        for pid in procs::ancestors(caller) {
+            g.fixed.entry(pid).or_insert(Protected::Ancestor);
         }
+        g
     }
 
     /// PID 1, bpfkill and its ancestors.

@@ -129,10 +129,24 @@ fn keep_running_lists_the_leaks_and_signals_nothing() {
     assert!(err.contains(&format!("--service {service}")), "{err}");
     let pids = inst.ps_pids(&service);
     assert_eq!(pids.len(), 3, "{:?}", inst.ps(&service));
+    // The leaks stay in the job's cgroup, which outlives the job; a later kill of the
+    // service kills it through the kernel (`cgroup.kill`) and removes it once empty.
+    let cgroup = v2_hierarchy()
+        .ok()
+        .map(|v2| v2.join("bpfkill.jobs").join(&service))
+        .filter(|d| d.exists());
     let out = inst.run(["-s", "KILL", "--service", &service, "--timeout", "5s"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     for pid in pids {
         assert!(wait_gone(pid, GONE), "{pid} survived");
+    }
+    if let Some(dir) = cgroup {
+        assert!(
+            text(&out).contains("3 killed through cgroup.kill"),
+            "the kill did not use the job's cgroup: {}",
+            text(&out)
+        );
+        assert!(!dir.exists(), "the job's emptied cgroup stayed");
     }
 }
 

@@ -174,6 +174,15 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
     if k.report.waited {
         k.finish_wait()?;
     }
+    // A job's cgroup that the kill emptied goes, as it would at the job's own end.
+    if let Some(c) = k
+        .sel
+        .cgroup
+        .as_ref()
+        .filter(|c| c.source == crate::sys::cgroup::JOB)
+    {
+        crate::sys::cgroup::remove_job_cgroup(&c.dir);
+    }
     for r in &mut k.report.results {
         if r.outcome == Outcome::Gone
             && r.signals.is_empty()

@@ -153,7 +153,9 @@ pub fn resolve_target(tracking: &Tracking, target: &Target) -> Result<Resolved> 
 }
 
 /// Picks the dedicated cgroup: the one given (checked), else the main process's systemd unit
-/// cgroup when it has one and it passes the same checks. Never for a PID subtree.
+/// cgroup, else the cgroup bpfkill made for the service's job (`bpfkill.jobs/NAME`, which
+/// outlives the job when `--keep-running` left processes in it), when it exists and passes
+/// the same checks. Never for a PID subtree.
 pub fn dedicated_cgroup(
     target: &Resolved,
     explicit: Option<&Path>,
@@ -176,13 +178,13 @@ pub fn dedicated_cgroup(
     if target.subtree {
         return Ok(None);
     }
-    let Some((main, _)) = target.root else {
-        return Ok(None);
-    };
-    Ok(cgroup::systemd_unit_cgroup(main)
-        .filter(|dir| cgroup::check_dedicated(dir, &protected).is_ok())
-        .map(|dir| Dedicated {
-            dir,
-            source: "systemd unit",
-        }))
+    let unit = target
+        .root
+        .and_then(|(main, _)| cgroup::systemd_unit_cgroup(main));
+    let found = unit
+        .map(|dir| (dir, cgroup::SYSTEMD_UNIT))
+        .into_iter()
+        .chain(cgroup::job_cgroup(&target.service.name).map(|dir| (dir, cgroup::JOB)))
+        .find(|(dir, _)| cgroup::check_dedicated(dir, &protected).is_ok());
+    Ok(found.map(|(dir, source)| Dedicated { dir, source }))
 }

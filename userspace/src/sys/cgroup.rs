@@ -92,9 +92,14 @@ pub fn canonical(dir: &Path) -> Result<PathBuf> {
 pub struct Dedicated {
     /// Its directory.
     pub dir: PathBuf,
-    /// Where it came from: `--cgroup` or `systemd unit`.
+    /// Where it came from: `--cgroup`, [`SYSTEMD_UNIT`] or [`JOB`].
     pub source: &'static str,
 }
+
+/// [`Dedicated::source`] of a systemd unit's cgroup.
+pub const SYSTEMD_UNIT: &str = "systemd unit";
+/// [`Dedicated::source`] of the cgroup bpfkill made for a job ([`JobCgroup`]).
+pub const JOB: &str = "bpfkill job";
 
 /// Checks that `dir` is a cgroup that can be dedicated to a service: a cgroup directory, not
 /// a hierarchy root, and not holding PID 1 or any of `protected` (bpfkill and its ancestors).
@@ -192,10 +197,29 @@ pub struct JobCgroup {
     procs: fs::File,
 }
 
+/// Where the cgroup of `service`'s job is (or would be), under the cgroup v2 mount.
+fn job_dir(service: &str) -> Option<PathBuf> {
+    Some(v2_mount()?.join("bpfkill.jobs").join(service))
+}
+
+/// The cgroup bpfkill made for `service`'s job, when it exists.
+pub fn job_cgroup(service: &str) -> Option<PathBuf> {
+    job_dir(service).filter(|d| d.join("cgroup.procs").is_file())
+}
+
+/// Removes the job cgroup `dir` if it is empty (a kill of the service left nothing in it);
+/// a cgroup still populated stays.
+pub fn remove_job_cgroup(dir: &Path) {
+    match fs::remove_dir(dir) {
+        Ok(()) => tracing::info!("removed the job's empty cgroup {}", dir.display()),
+        Err(e) => tracing::debug!("cgroup {} stays: {e}", dir.display()),
+    }
+}
+
 impl JobCgroup {
     /// Makes the cgroup where cgroup v2 is mounted and writable; None otherwise.
     pub fn create(service: &str) -> Option<Self> {
-        let dir = v2_mount()?.join("bpfkill.jobs").join(service);
+        let dir = job_dir(service)?;
         match fs::create_dir_all(&dir)
             .and_then(|()| fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs")))
         {

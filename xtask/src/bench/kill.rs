@@ -195,9 +195,15 @@ struct Rounds {
     cpu: Cpu,
     /// Until bpfkill returned, ms (bpfkill killers only).
     returned: Times,
-    /// Kills that started without a quiet machine (see [`tree::settle`]).
+    /// Kills that started without a quiet machine (see [`tree::settle`]) or before the
+    /// trees killed earlier were reaped (see [`tree::wait_reaped`]).
     unsettled: usize,
 }
+
+/// Tasks beyond the bench's start that a round may begin with (other work on the machine).
+const REAP_SLACK: u32 = 100;
+/// How long a round waits for the trees before it to be reaped.
+const REAP_LIMIT: Duration = Duration::from_secs(60);
 
 /// Rounds of a tree (`forker ARGS`, named `what`) killed by each of `killers` in rotating
 /// order.
@@ -213,6 +219,8 @@ fn rounds_of(
     let mut cpu = Cpu::new();
     let mut returned = Times::new();
     let mut unsettled = 0;
+    // The machine's tasks before any tree: each tree starts once the last one is reaped.
+    let baseline = tree::tasks().unwrap_or(0);
     for round in 0..rounds {
         for i in 0..killers.len() {
             let killer = killers[(i + round) % killers.len()];
@@ -220,11 +228,16 @@ fn rounds_of(
             let service = format!("bench-{what}-{round}-{i}");
             let mut full: Vec<&str> = args.to_vec();
             full.extend(["--marker", &marker]);
+            let reaped = tree::wait_reaped(baseline + REAP_SLACK, REAP_LIMIT);
             let tree = Tree::start(b, &cg.v2, &service, &full)?;
-            if what == "loop" {
+            let settled = if what == "loop" {
                 // Let the loop reach full speed.
                 std::thread::sleep(Duration::from_millis(300));
-            } else if !tree::settle(Duration::from_secs(5)) {
+                true
+            } else {
+                tree::settle(Duration::from_secs(5))
+            };
+            if !(reaped && settled) {
                 unsettled += 1;
             }
             let measured = kill_once(b, &tree, killer, &marker);

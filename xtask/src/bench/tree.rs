@@ -108,6 +108,32 @@ fn poll_pri(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) {
     unsafe { libc::poll(&mut p, 1, timeout.as_millis().max(1) as i32) };
 }
 
+/// Tasks on the machine (threads, zombies included until they are reaped): the total of
+/// `/proc/loadavg`.
+pub fn tasks() -> Option<u32> {
+    use procfs::Current;
+    procfs::LoadAverage::current().ok().map(|l| l.max)
+}
+
+/// Waits, bounded by `limit`, until at most `most` tasks exist: the zombies of the trees
+/// killed before are reaped. Their new parent (PID 1 here) reaps about 1000 a second, so a
+/// tree killed by the last round leaves its zombies for seconds: a kill measured meanwhile
+/// shares the machine with their reaping, and a 10,000-process tree started meanwhile failed
+/// to fork (pid_max 32768). False when the limit passed first.
+pub fn wait_reaped(most: u32, limit: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        match tasks() {
+            Some(n) if n > most => {}
+            _ => return true,
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until the machine is quiet, bounded by `limit`: a 100 ms window in which the CPUs
 /// were at least 95% idle (by /proc/stat), so that one kill does not measure the teardown
 /// of the tree before it (freed memory, reaped zombies, removed cgroups), whoever kills.

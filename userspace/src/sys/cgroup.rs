@@ -14,8 +14,19 @@ use procfs::process::Process;
 
 use crate::error::{Error, Result};
 
-/// Mount point of the cgroup v2 hierarchy, if one is mounted.
+/// cgroup2's `f_type` in statfs(2) (`CGROUP2_SUPER_MAGIC`).
+const CGROUP2_MAGIC: u64 = 0x6367_7270;
+/// Where init systems mount cgroup2: the unified layout, then the hybrid one.
+const V2_USUAL: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+
+/// Mount point of the cgroup v2 hierarchy, if one is mounted. The usual places are tried
+/// first, one statfs(2) each: a kill looks for its service's job cgroup before its first
+/// signal, and the mount table (/proc/self/mountinfo) is read only when cgroup2 is elsewhere.
 pub fn v2_mount() -> Option<PathBuf> {
+    let is_v2 = |p: &str| rustix::fs::statfs(p).is_ok_and(|s| s.f_type as u64 == CGROUP2_MAGIC);
+    if let Some(p) = V2_USUAL.into_iter().find(|p| is_v2(p)) {
+        return Some(PathBuf::from(p));
+    }
     let mounts = Process::myself().ok()?.mountinfo().ok()?;
     mounts
         .into_iter()
@@ -175,6 +186,23 @@ mod tests {
         if let Some(mount) = v2_mount() {
             assert!(v2_path(me).is_some());
             assert!(v2_id(me, &mount).is_some());
+        }
+    }
+
+    #[test]
+    fn the_v2_mount_found_without_the_mount_table_is_one_of_its_cgroup2_mounts() {
+        let listed: Vec<PathBuf> = Process::myself()
+            .and_then(|p| p.mountinfo())
+            .map(|m| {
+                m.into_iter()
+                    .filter(|m| m.fs_type == "cgroup2")
+                    .map(|m| m.mount_point)
+                    .collect()
+            })
+            .unwrap_or_default();
+        match v2_mount() {
+            Some(found) => assert!(listed.contains(&found), "{found:?} not in {listed:?}"),
+            None => assert!(listed.is_empty(), "cgroup2 mounted at {listed:?}, not found"),
         }
     }
 

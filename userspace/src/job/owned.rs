@@ -70,13 +70,8 @@ const EXIT_WAIT: Duration = Duration::from_secs(1);
 /// False for one still running after that (its tag went when it left the service through a
 /// boundary).
 fn exited_child(pid: u32) -> bool {
-    let Some(p) = Pid::from_raw(pid as i32) else {
-        return false;
-    };
-    let Ok(pidfd) = pidfd_open(p, PidfdFlags::empty()) else {
-        return false; // reaped already: it exited
-    };
-    kill::wait::wait_all(vec![kill::wait::Waitee { pid, pidfd }], Some(EXIT_WAIT)).is_empty()
+    // A PID no pidfd opens for is not the caller's unreaped child: refused.
+    kill::wait::Waitee::open(pid).is_some_and(|w| kill::wait::wait_all(vec![w], Some(EXIT_WAIT)).is_empty())
 }
 
 /// Which user owns which service (the services jobs created through the socket) since when

@@ -226,7 +226,7 @@ impl Kill<'_> {
                 self.send(c, fd, Signal::KILL);
             }
             for pid in dying {
-                match waitee(pid) {
+                match Waitee::open(pid) {
                     Some(w) => self.live.push(w),
                     None => {
                         exited.insert(pid);
@@ -321,15 +321,4 @@ impl Kill<'_> {
             )
         })
     }
-}
-
-/// A process killed in the kernel, to wait for: its pidfd, opened after the kill and for
-/// waiting only (nothing is ever sent to it). None when it is gone already.
-pub(super) fn waitee(pid: u32) -> Option<Waitee> {
-    let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(pid as i32)?,
-        rustix::process::PidfdFlags::empty(),
-    )
-    .ok()?;
-    Some(Waitee { pid, pidfd })
 }

@@ -174,13 +174,18 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
     if k.report.waited {
         k.finish_wait()?;
     }
-    // A job's cgroup that the kill emptied goes, as it would at the job's own end.
+    // A job's cgroup that the kill emptied goes, as it would at the job's own end. A kill
+    // that waited gives its last exits (which end after the exit programs that doom mode
+    // waits for) at most DOOM_LAST_WAIT to leave the cgroup.
     if let Some(c) = k
         .sel
         .cgroup
         .as_ref()
         .filter(|c| c.source == crate::sys::cgroup::JOB)
     {
+        if k.report.waited {
+            crate::sys::cgroup::wait_unpopulated(&c.dir, doom::DOOM_LAST_WAIT);
+        }
         crate::sys::cgroup::remove_job_cgroup(&c.dir);
     }
     for r in &mut k.report.results {
@@ -300,7 +305,7 @@ impl Kill<'_> {
             .filter(|r| r.in_kernel && !self.cleared && living(&r.candidate))
             .map(|r| (r.candidate.pid, r.candidate.start_ticks))
             .collect();
-        let exiting: Vec<Waitee> = shown.iter().filter_map(|&(pid, _)| doom::waitee(pid)).collect();
+        let exiting: Vec<Waitee> = shown.iter().filter_map(|&(pid, _)| Waitee::open(pid)).collect();
         if !exiting.is_empty() {
             wait_all(exiting, Some(doom::DOOM_LAST_WAIT));
         }

@@ -20,6 +20,19 @@ pub struct Waitee {
     pub pidfd: OwnedFd,
 }
 
+impl Waitee {
+    /// A process to wait for, by a pidfd opened now for waiting only (nothing is ever sent
+    /// to it); None when there is no such process.
+    pub fn open(pid: u32) -> Option<Self> {
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid as i32)?,
+            rustix::process::PidfdFlags::empty(),
+        )
+        .ok()?;
+        Some(Self { pid, pidfd })
+    }
+}
+
 /// Waits until every waitee has exited or `timeout` passes (None: forever). Returns the
 /// survivors; the ones that exited are dropped (their pidfds closed).
 pub fn wait_all(waitees: Vec<Waitee>, timeout: Option<Duration>) -> Vec<Waitee> {

@@ -235,11 +235,42 @@ pub fn job_cgroup(service: &str) -> Option<PathBuf> {
     job_dir(service).filter(|d| d.join("cgroup.procs").is_file())
 }
 
+/// Waits, for at most `limit`, until the cgroup v2 directory `dir` holds no process
+/// (`populated 0` in its `cgroup.events`, whose changes the kernel signals with POLLPRI).
+/// False when it is still populated, or unreadable.
+pub fn wait_unpopulated(dir: &Path, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    let Ok(file) = fs::File::open(dir.join("cgroup.events")) else {
+        return false;
+    };
+    let mut buf = [0u8; 256];
+    loop {
+        let Ok(n) = std::os::unix::fs::FileExt::read_at(&file, &mut buf, 0) else {
+            return false;
+        };
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "populated 0")
+        {
+            return true;
+        }
+        let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+            return false;
+        };
+        let mut fds = [rustix::event::PollFd::new(&file, rustix::event::PollFlags::PRI)];
+        let timeout = rustix::event::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let _ = rustix::event::poll(&mut fds, Some(&timeout));
+    }
+}
+
 /// Removes the job cgroup `dir` if it is empty (a kill of the service left nothing in it);
 /// a cgroup still populated stays.
 pub fn remove_job_cgroup(dir: &Path) {
     match fs::remove_dir(dir) {
-        Ok(()) => tracing::info!("removed the job's empty cgroup {}", dir.display()),
+        Ok(()) => tracing::debug!("removed the job's empty cgroup {}", dir.display()),
         Err(e) => tracing::debug!("cgroup {} stays: {e}", dir.display()),
     }
 }
@@ -275,8 +306,6 @@ impl JobCgroup {
 
 impl Drop for JobCgroup {
     fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir(&self.dir) {
-            tracing::debug!("cgroup {} stays: {e}", self.dir.display());
-        }
+        remove_job_cgroup(&self.dir);
     }
 }

@@ -14,7 +14,7 @@ use bpfkill::{
 };
 use clap::{
     builder::{PossibleValuesParser, TypedValueParser},
-    ArgAction, Args, Parser, Subcommand,
+    ArgAction, Args, FromArgMatches, Parser, Subcommand,
 };
 
 use super::exit;
@@ -33,6 +33,13 @@ pub struct Cli {
     pub command: Option<Command>,
 
     #[command(flatten)]
+    pub options: Options,
+}
+
+/// The options outside every command: the bare form's (the kill), and the global ones.
+#[derive(Debug, Args)]
+pub struct Options {
+    #[command(flatten)]
     pub kill: KillArgs,
 
     /// List signal names and numbers.
@@ -47,6 +54,46 @@ pub struct Cli {
     /// line, for log shippers.
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// Parses the command line. One that names no command and asks for no help or version
+    /// (the bare kill) is parsed against the bare form's options alone: a kill, whose signals
+    /// should go out at once, does not wait for every command's definition to be built (a
+    /// fifth of a millisecond of its start). Any other, and any the bare form's options
+    /// refuse, is parsed against the whole definition, which also words every error.
+    pub fn parse_args() -> Result<Self, clap::Error> {
+        Self::parse_from_args(std::env::args_os().collect())
+    }
+
+    fn parse_from_args(args: Vec<OsString>) -> Result<Self, clap::Error> {
+        if args.iter().skip(1).all(is_bare_form_word) {
+            let bare = Options::augment_args(clap::Command::new("bpfkill"));
+            if let Ok(options) = bare
+                .try_get_matches_from(&args)
+                .and_then(|m| Options::from_arg_matches(&m))
+            {
+                return Ok(Self {
+                    command: None,
+                    options,
+                });
+            }
+        }
+        Self::try_parse_from(args)
+    }
+}
+
+/// True for a word the bare form's options may take as they are: not a command's name (or
+/// alias) nor `help`, and no help or version flag (`-h`, `--help`, `-V`, `--version`, or a
+/// cluster of short flags holding `h` or `V`).
+fn is_bare_form_word(word: &OsString) -> bool {
+    let Some(w) = word.to_str() else {
+        return false;
+    };
+    if Command::has_subcommand(w) || w == "help" || w == "--help" || w == "--version" {
+        return false;
+    }
+    !(w.starts_with('-') && !w.starts_with("--") && w.contains(['h', 'V']))
 }
 
 /// How log lines are written.
@@ -411,4 +458,68 @@ pub enum Command {
     Load(LoadArgs),
     /// Detach the programs and remove every pin.
     Unload,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    /// The bare form's own parse gives what the whole definition gives, for every line it
+    /// takes; the lines it leaves (commands, help, version, errors) go to the whole one.
+    #[test]
+    fn the_bare_form_parses_as_the_whole_definition_does() {
+        for line in [
+            "bpfkill -s KILL --service crond",
+            "bpfkill -sKILL --service=crond --json",
+            "bpfkill --signal 9 --pid 42 --wait",
+            "bpfkill --service a --timeout 5s -v -v",
+            "bpfkill --service a --retry TERM/30/KILL/5 --kill-whom escaped --log-format json",
+            "bpfkill --pidfile /run/x.pid --dry-run --cgroup /sys/fs/cgroup/x",
+            "bpfkill -l",
+            "bpfkill",
+        ] {
+            let args = words(line);
+            assert!(args.iter().skip(1).all(is_bare_form_word), "{line}");
+            let bare = Options::augment_args(clap::Command::new("bpfkill"))
+                .try_get_matches_from(&args)
+                .and_then(|m| Options::from_arg_matches(&m))
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+            let whole = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(whole.command.is_none(), "{line}");
+            assert_eq!(format!("{bare:?}"), format!("{:?}", whole.options), "{line}");
+        }
+    }
+
+    #[test]
+    fn commands_help_version_and_errors_go_to_the_whole_definition() {
+        for line in [
+            "bpfkill ps",
+            "bpfkill ps --tree -v",
+            "bpfkill kill --service a",
+            "bpfkill help",
+            "bpfkill -h",
+            "bpfkill -vh",
+            "bpfkill --help",
+            "bpfkill -V",
+            "bpfkill --version",
+        ] {
+            let args = words(line);
+            assert!(!args.iter().skip(1).all(is_bare_form_word), "{line}");
+        }
+        // Refused by both: the whole definition's error is the one given.
+        for line in ["bpfkill --servic a", "bpfkill --service a stray", "bpfkill -s"] {
+            let e = Cli::parse_from_args(words(line)).expect_err(line);
+            let whole = Cli::try_parse_from(words(line)).expect_err(line);
+            assert_eq!(e.to_string(), whole.to_string(), "{line}");
+        }
+        // --service and --pid conflict in both.
+        assert!(Cli::parse_from_args(words("bpfkill --service a --pid 3")).is_err());
+        let ps = Cli::parse_from_args(words("bpfkill ps -v")).expect("ps");
+        assert!(matches!(ps.command, Some(Command::Ps { .. })));
+        assert_eq!(ps.options.verbose, 1);
+    }
 }

@@ -17,14 +17,12 @@ mod track;
 
 use std::io::Write;
 
-use bpfkill::{sys::signal::Signal, tracking::PinPaths};
-use clap::Parser;
-
 use self::args::{Cli, Command, LogFormat};
+use bpfkill::{sys::signal::Signal, tracking::PinPaths};
 
 /// Parses the command line and runs it; returns the exit code.
 pub fn main() -> anyhow::Result<u8> {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
             eprintln!("bpfkill: {} (see --help)", bpfkill::text::escape(&one_line(&e)));
@@ -36,23 +34,23 @@ pub fn main() -> anyhow::Result<u8> {
         }
     };
     init_logging(
-        cli.verbose,
+        cli.options.verbose,
         matches!(cli.command, Some(Command::Daemon { .. })),
-        cli.log_format,
+        cli.options.log_format,
     );
     let paths = PinPaths::from_env();
     let mut stdout = std::io::stdout().lock();
 
-    if cli.list_signals {
+    if cli.options.list_signals {
         for sig in Signal::all() {
             writeln!(stdout, "{:>2} {}", sig.number(), sig.name())?;
         }
         return Ok(exit::OK);
     }
     match cli.command {
-        None => kill::run(&paths, &cli.kill, &mut stdout),
+        None => kill::run(&paths, &cli.options.kill, &mut stdout),
         Some(Command::Kill(args)) => kill::run(&paths, &args, &mut stdout),
-        Some(Command::Run(args)) => run::run(&paths, &args, cli.verbose),
+        Some(Command::Run(args)) => run::run(&paths, &args, cli.options.verbose),
         Some(Command::Track {
             service,
             pid,

@@ -97,15 +97,17 @@ pub fn kill(tracking: &mut Tracking, req: &KillRequest) -> Result<KillReport> {
     // A pidfd is held per live target: a tree larger than the usual soft limit of 1024 files
     // would make the rest fail with EMFILE (seen with a 2000-process fork bomb).
     crate::sys::limits::raise_nofile();
-    let registered_before = match &req.target {
-        Target::Service(name) => crate::lineage::registry::resolve(tracking, name).is_ok(),
-        Target::Process(_) => true,
+    let (registered_before, found, target) = match &req.target {
+        Target::Service(name) => {
+            let known = resolve::ensure_known(tracking, name, &req.discovery)?;
+            let target = match known.service {
+                Some(service) => resolve::service_target(service)?,
+                None => resolve::resolve_target(tracking, &req.target)?,
+            };
+            (known.registered_before, known.found, target)
+        }
+        Target::Process(_) => (true, None, resolve::resolve_target(tracking, &req.target)?),
     };
-    let found = match &req.target {
-        Target::Service(name) => resolve::ensure_known(tracking, name, &req.discovery)?,
-        Target::Process(_) => None,
-    };
-    let target = resolve::resolve_target(tracking, &req.target)?;
     let guard = match req.for_user {
         Some(u) => Guard::for_user(u.uid, u.caller),
         None => Guard::new(),

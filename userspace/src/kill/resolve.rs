@@ -40,16 +40,33 @@ pub struct Discovery {
     pub unit: Option<String>,
 }
 
+/// What [`ensure_known`] saw and did.
+#[derive(Debug, Clone)]
+pub struct Known {
+    /// The service was registered before.
+    pub registered_before: bool,
+    /// What discovery found and adopted, said for stderr.
+    pub found: Option<String>,
+    /// The service as the registry has it, when nothing was adopted since it was read (the
+    /// registry is then not read again).
+    pub service: Option<Service>,
+}
+
 /// Makes sure the service `name` is registered with its processes: when it is not, finds it
 /// through the init system and adopts it with its current subtree. A registered service with
 /// no live process left (a supervisor restarted it since) is looked for again the same way,
 /// as a new incarnation of the name. Returns what was found where, when it adopted; an error
 /// naming where it looked, close names and how to make it known, when an unknown name was
-/// found nowhere.
-pub fn ensure_known(tracking: &mut Tracking, name: &str, how: &Discovery) -> Result<Option<String>> {
+/// found nowhere. The registry is read once.
+pub fn ensure_known(tracking: &mut Tracking, name: &str, how: &Discovery) -> Result<Known> {
     let hints = Hints {
         pidfile: how.pidfile.as_deref(),
         unit: how.unit.as_deref(),
+    };
+    let unchanged = |service| Known {
+        registered_before: true,
+        found: None,
+        service: Some(service),
     };
     if let Ok(service) = registry::resolve(tracking, name) {
         // Its main process alive answers at once; only without it are the tags walked.
@@ -59,12 +76,16 @@ pub fn ensure_known(tracking: &mut Tracking, name: &str, how: &Discovery) -> Res
                 !procs::is_dead(&st) && st.starttime == clock::ns_to_ticks(main.main_start_ns)
             });
         if main_alive || registry::live_processes(tracking, service.id) > 0 {
-            return Ok(None);
+            return Ok(unchanged(service));
         }
         return match discover::find(name, &hints) {
-            Some(found) => adopt_found(tracking, name, &found, "restarted: "),
+            Some(found) => Ok(Known {
+                registered_before: true,
+                found: Some(adopt_found(tracking, name, &found, "restarted: ")?),
+                service: None,
+            }),
             // Nothing to find: the kill reports that nothing matched.
-            None => Ok(None),
+            None => Ok(unchanged(service)),
         };
     }
     registry::validate_name(name)?;
@@ -77,23 +98,22 @@ pub fn ensure_known(tracking: &mut Tracking, name: &str, how: &Discovery) -> Res
             known,
         });
     };
-    adopt_found(tracking, name, &found, "")
+    Ok(Known {
+        registered_before: false,
+        found: Some(adopt_found(tracking, name, &found, "")?),
+        service: None,
+    })
 }
 
 /// Adopts what discovery found as service `name`; the message for stderr.
-fn adopt_found(
-    tracking: &mut Tracking,
-    name: &str,
-    found: &discover::Found,
-    how: &str,
-) -> Result<Option<String>> {
+fn adopt_found(tracking: &mut Tracking, name: &str, found: &discover::Found, how: &str) -> Result<String> {
     let adopted = adopt::track(tracking, name, &PidSource::Pid(found.pid))?;
-    Ok(Some(format!(
+    Ok(format!(
         "{name}: {how}found PID {} through {}; tracking it and {} descendant(s) now (their lineage before now is unknown)",
         found.pid,
         found.via,
         adopted.adopted.len().saturating_sub(1) + adopted.already_tagged
-    )))
+    ))
 }
 
 /// A resolved target: the service, and the root process of the selection.
@@ -111,23 +131,7 @@ pub struct Resolved {
 /// Resolves a kill target. A service whose main PID is 1 is refused.
 pub fn resolve_target(tracking: &Tracking, target: &Target) -> Result<Resolved> {
     let pid = match target {
-        Target::Service(name) => {
-            let service = registry::resolve(tracking, name)?;
-            if service.record.main_pid == 1 {
-                return Err(Error::Refused(format!("service {name}'s main PID is 1")));
-            }
-            let root = (service.record.main_pid != 0).then(|| {
-                (
-                    service.record.main_pid,
-                    clock::ns_to_ticks(service.record.main_start_ns),
-                )
-            });
-            return Ok(Resolved {
-                service,
-                root,
-                subtree: false,
-            });
-        }
+        Target::Service(name) => return service_target(registry::resolve(tracking, name)?),
         Target::Process(source) => source.resolve()?,
     };
     if pid == 1 {
@@ -149,6 +153,28 @@ pub fn resolve_target(tracking: &Tracking, target: &Target) -> Result<Resolved> 
         service,
         root: Some((pid, ticks)),
         subtree: !is_main,
+    })
+}
+
+/// A whole service as the target, rooted at its main process. A service whose main PID is 1
+/// is refused.
+pub fn service_target(service: Service) -> Result<Resolved> {
+    if service.record.main_pid == 1 {
+        return Err(Error::Refused(format!(
+            "service {}'s main PID is 1",
+            service.name
+        )));
+    }
+    let root = (service.record.main_pid != 0).then(|| {
+        (
+            service.record.main_pid,
+            clock::ns_to_ticks(service.record.main_start_ns),
+        )
+    });
+    Ok(Resolved {
+        service,
+        root,
+        subtree: false,
     })
 }
 

@@ -38,26 +38,6 @@ pub(super) const DOOM_LAST_WAIT: Duration = Duration::from_secs(1);
 /// than the kernel's own signalling, taken from the dying processes; the pass after the wait
 /// reads the tags again and waits for whoever is left.
 const KERNEL_KILL_WAIT_SAMPLE: usize = 32;
-/// How many of the last processes the kernel kill signalled are waited for, for at most
-/// [`DOOM_LAST_WAIT`], before any bookkeeping ([`last_signalled`]): the iterator signals in
-/// PID order, and the woken processes exit in about that order.
-const TEARDOWN_SAMPLE: usize = 32;
-
-/// The last processes the kernel kill signalled, to wait for before any bookkeeping: the
-/// dying processes then have every CPU to themselves until they are about all gone. The
-/// bookkeeping after the kernel kill (reading the tag map, recording each kill), done while
-/// they died, ran 0.1 to 3.8 ms on their CPUs during a 1000-process tree's teardown. The
-/// pidfds are opened at once, at real-time priority (at normal priority, the dying processes
-/// left bpfkill no CPU to open them until most had gone). A process that outlives its
-/// SIGKILL (stuck in the kernel) holds the kill back by at most [`DOOM_LAST_WAIT`].
-fn last_signalled(reaped: &[Reaped]) -> Vec<Waitee> {
-    reaped
-        .iter()
-        .rev()
-        .take(TEARDOWN_SAMPLE)
-        .filter_map(|r| Waitee::open(r.pid))
-        .collect()
-}
 
 impl Kill<'_> {
     /// SIGKILL with doom mode, until no target is left (or [`DOOM_LIMIT`]).
@@ -178,9 +158,7 @@ impl Kill<'_> {
         } else {
             Vec::new()
         };
-        let dying = last_signalled(&reaped);
         let _calm = (!reaped.is_empty()).then(realtime::Normal::enter);
-        wait_all(dying, Some(DOOM_LAST_WAIT));
         self.record_reaped(&reaped, &mut handled);
         drop(reaped);
         loop {

@@ -68,11 +68,7 @@ impl Cli {
 
     fn parse_from_args(args: Vec<OsString>) -> Result<Self, clap::Error> {
         if args.iter().skip(1).all(is_bare_form_word) {
-            let bare = Options::augment_args(clap::Command::new("bpfkill"));
-            if let Ok(options) = bare
-                .try_get_matches_from(&args)
-                .and_then(|m| Options::from_arg_matches(&m))
-            {
+            if let Ok(options) = parse_bare(&args) {
                 return Ok(Self {
                     command: None,
                     options,
@@ -81,6 +77,13 @@ impl Cli {
         }
         Self::try_parse_from(args)
     }
+}
+
+/// Parses a command line against the bare form's options alone.
+fn parse_bare(args: &[OsString]) -> Result<Options, clap::Error> {
+    Options::augment_args(clap::Command::new("bpfkill"))
+        .try_get_matches_from(args)
+        .and_then(|m| Options::from_arg_matches(&m))
 }
 
 /// True for a word the bare form's options may take as they are: not a command's name (or
@@ -484,10 +487,7 @@ mod tests {
         ] {
             let args = words(line);
             assert!(args.iter().skip(1).all(is_bare_form_word), "{line}");
-            let bare = Options::augment_args(clap::Command::new("bpfkill"))
-                .try_get_matches_from(&args)
-                .and_then(|m| Options::from_arg_matches(&m))
-                .unwrap_or_else(|e| panic!("{line}: {e}"));
+            let bare = parse_bare(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
             let whole = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
             assert!(whole.command.is_none(), "{line}");
             assert_eq!(format!("{bare:?}"), format!("{:?}", whole.options), "{line}");
